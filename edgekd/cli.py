@@ -1,0 +1,149 @@
+"""The ``edgekd`` command line: parse, call a pipeline function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgekd.config import RunConfig, resolve_config
+from edgekd.errors import EdgeKDError
+from edgekd.ui import console
+
+app = typer.Typer(
+    help="Search, distill, export and package edge student models that learn well from your teacher.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run directories.")]
+Name = Annotated[str, typer.Option("--name", help="Run name: artifacts go to RUNS_DIR/NAME/.")]
+
+# (CLI parameter, dotted RunConfig field, type, help). Every config option defaults to None: "not given",
+# so a resumed run keeps its saved settings and only what the user passes is checked against them.
+CONFIG_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("data", "data", str, "digits | synthetic | cifar10:PATH | imagefolder:PATH  [default: digits]"),
+    ("resolution", "resolution", int, "Input resolution (images are resized) [default: the source's own]"),
+    ("seed", "seed", int, "Seed of splits, sampling and training [default: 0]"),
+    ("teacher", "teacher", str, "train | torchvision:NAME | PATH to an edgekd or TorchScript checkpoint  [default: train]"),
+    ("teacher_weights", "teacher_weights", str, "Local state_dict for a torchvision:NAME teacher"),
+    ("teacher_epochs", "teacher_train.epochs", int, "Epochs for a teacher trained on the spot [default: 15]"),
+    ("device", "device", str, "Device name in devices.yaml [default: host-cpu]"),
+    ("devices_file", "devices_file", str, "devices.yaml to use [default: ./devices.yaml, else the shipped one]"),
+    ("space", "search.space", str, "Search space preset [default: mnas]"),
+    ("space_width", "search.space_width", float, "Channel scale of the search space [default: 0.25]"),
+    ("strategy", "search.strategy", str, "Search strategy [default: random]"),
+    ("trials", "search.trials", int, "Complete trials to reach (raise it to extend a search) [default: 12]"),
+    ("proxy_epochs", "search.proxy.epochs", int, "KD proxy-training epochs per candidate [default: 5]"),
+    ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1) [default: soft]"),
+    ("target_ms", "search.target_ms", float, "Latency target T in ms [default: a fraction of the teacher's]"),
+    ("target_mmacs", "search.target_mmacs", float, "MACs target in millions, instead of latency"),
+    ("target_fraction", "search.target_fraction_of_teacher", float, "Without a target: T = this x teacher latency [0.25]"),
+    ("kd_tau", "kd.tau", float, "KD temperature [default: 1, as AKD]"),
+    ("kd_alpha", "kd.alpha", float, "KD weight alpha (0 = hard labels only) [default: 0.9, as AKD]"),
+    ("distill_epochs", "distill.epochs", int, "Epochs of the final distillation [default: 30]"),
+]
+
+
+def with_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add every CONFIG_OPTIONS option to a command; the wrapped function gets them as ``overrides``."""
+    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "overrides"]
+    extra = [
+        inspect.Parameter(
+            param, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[typ | None, typer.Option(help=help_, rich_help_panel="Run configuration")],
+        )
+        for param, _, typ, help_ in CONFIG_OPTIONS
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        overrides = {field: kwargs.pop(param) for param, field, _, _ in CONFIG_OPTIONS}
+        return fn(overrides=overrides, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn EdgeKDError into one line and its exit code, Ctrl-C into exit 130 (tracebacks with EDGEKD_DEBUG=1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeKDError as exc:
+            if os.environ.get("EDGEKD_DEBUG"):
+                raise
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished trials and epochs are saved; run the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _context(name: str, runs_dir: Path, overrides: dict[str, Any]):
+    from edgekd.pipeline.context import open_run
+
+    cfg: RunConfig = resolve_config(runs_dir / name, {"name": name, **overrides})
+    return open_run(cfg, runs_dir)
+
+
+@app.command()
+@handles_errors
+@with_config_options
+def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+    """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""
+    from edgekd.pipeline.run import run_all
+
+    cfg = resolve_config(runs_dir / name, {"name": name, **overrides})
+    result = run_all(cfg, runs_dir)
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
+    console.print(f"[green]done[/] in {sum(result.stage_seconds.values()):.1f}s ({times}); bundle: {result.bundle}")
+
+
+@app.command()
+@handles_errors
+@with_config_options
+def search(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+    """KD-guided architecture search (resumable: the same command continues an interrupted search)."""
+    from edgekd.pipeline.run import run_search
+
+    run_search(_context(name, runs_dir, overrides))
+
+
+@app.command()
+@handles_errors
+def distill(name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+    """Distill the best searched architecture from the teacher (resumable per epoch)."""
+    from edgekd.pipeline.run import run_distill
+
+    run_distill(_context(name, runs_dir, {}))
+
+
+@app.command()
+@handles_errors
+def export(name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+    """Export the distilled student to ONNX, validate it on the device and package the bundle."""
+    from edgekd.pipeline.run import run_export
+
+    run_export(_context(name, runs_dir, {}))
+
+
+@app.command()
+@handles_errors
+def devices(devices_file: Annotated[Path | None, typer.Option(help="devices.yaml to read")] = None) -> None:
+    """List the devices of the registry."""
+    from edgekd.devices import load_devices, registry_path
+
+    table = {name: f"{d.spec.kind}: {d.spec.description}" for name, d in load_devices(devices_file).items()}
+    from edgekd.ui import summary
+
+    summary(f"devices in {registry_path(devices_file)}", table)

@@ -1,0 +1,140 @@
+"""Run configuration (pydantic): defaults live here, the resolved config is saved with every run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekd.errors import ConfigError
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KDConfig(_Model):
+    """Hinton's loss (1-alpha)·CE + alpha·tau²·KL; defaults from AKD (tau 1, alpha 0.9)."""
+
+    tau: Annotated[float, Field(gt=0)] = 1.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+
+class TrainConfig(_Model):
+    """One training run: AdamW, linear warm-up for ``warmup_epochs`` then cosine decay."""
+
+    epochs: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)] = 3e-3
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    warmup_epochs: Annotated[int, Field(ge=0)] = 1
+
+
+class SearchConfig(_Model):
+    """KD-guided search: proxy training on mini-train, scored on mini-val, MnasNet reward."""
+
+    space: str = "mnas"
+    space_width: Annotated[float, Field(gt=0)] = 0.25
+    strategy: str = "random"
+    trials: Annotated[int, Field(ge=1)] = 12
+    proxy: TrainConfig = TrainConfig(epochs=5, batch_size=32)
+    reward: Literal["soft", "hard"] = "soft"
+    target_ms: Annotated[float, Field(gt=0)] | None = None
+    target_mmacs: Annotated[float, Field(gt=0)] | None = None
+    target_fraction_of_teacher: Fraction = 0.25
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SearchConfig:
+        if self.target_ms is not None and self.target_mmacs is not None:
+            raise ValueError("give either target_ms (latency target) or target_mmacs (MACs target), not both")
+        return self
+
+
+class RunConfig(_Model):
+    """Everything a run needs; ``edgekd run`` with no arguments uses these defaults (the embedded digits task)."""
+
+    name: str = "quickstart"
+    data: str = "digits"
+    resolution: Annotated[int, Field(ge=4)] | None = None
+    mini_val_fraction: Fraction = 0.2
+    val_fraction: Fraction = 0.2
+    seed: int = 0
+    teacher: str = "train"
+    teacher_weights: str | None = None
+    teacher_train: TrainConfig = TrainConfig(epochs=15)
+    device: str = "host-cpu"
+    devices_file: str | None = None
+    kd: KDConfig = KDConfig()
+    search: SearchConfig = SearchConfig()
+    distill: TrainConfig = TrainConfig(epochs=30)
+    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    opset: Annotated[int, Field(ge=13)] = 18
+    version: str = "0.1.0"
+
+
+# Fields that may differ from a run's saved config without starting a new run (they only extend the work).
+EXTENDABLE = {"search.trials"}
+
+
+def config_path(run_dir: Path) -> Path:
+    return run_dir / "config.json"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= _flatten(v, key + ".") if isinstance(v, dict) else {key: v}
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The run's config: the saved one (if any) with ``overrides`` (dotted keys) applied, validated and saved.
+
+    An override that changes a saved setting other than an extendable one is an error: a resumed run must
+    keep the settings its finished work was done with.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    path = config_path(run_dir)
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    base = _flatten(saved) if saved else {}
+    if saved:
+        changed = {k: (base.get(k), v) for k, v in overrides.items() if base.get(k) != v and k not in EXTENDABLE}
+        if changed:
+            diffs = ", ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in changed.items())
+            raise ConfigError(f"{path} was made with other settings ({diffs}); use another --name for a new run")
+    try:
+        cfg = RunConfig.model_validate(_nest(base | overrides))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid run configuration: {problems}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, cfg.model_dump())
+    return cfg
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (a crash never leaves a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

@@ -1,0 +1,66 @@
+"""A run: its resolved config, directory, data, teacher, device and latency model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.config import RunConfig, read_json, write_json
+from edgekd.devices import NamedDevice, get_device
+from edgekd.latency_models.onnxruntime_local import OnnxRuntimeLatency
+from edgekd.pipeline.data import Data, load_data
+from edgekd.pipeline.reward import Reward
+from edgekd.pipeline.space import SearchSpace, make_space
+from edgekd.pipeline.teacher import Teacher, prepare_teacher
+
+STAGES = ("teacher", "search", "student", "export", "validation", "bundle")
+
+
+def cache_dir() -> Path:
+    """Measurement caches shared by runs: $EDGEKD_CACHE, else ~/.cache/edgekd."""
+    return Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    run_dir: Path
+    data: Data
+    teacher: Teacher
+    device: NamedDevice
+    latency: OnnxRuntimeLatency
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    @property
+    def space(self) -> SearchSpace:
+        c, res, _ = self.data.input_shape
+        return make_space(self.cfg.search.space, res, c, self.data.num_classes, self.cfg.search.space_width)
+
+    def teacher_latency_ms(self) -> float:
+        """The teacher's median latency on the run's device (measured once per device setting)."""
+        path = self.stage_dir("teacher") / f"latency-{self.device.fingerprint}.json"
+        if not path.is_file():
+            m = self.latency.measure_model(self.teacher.model, self.data.input_shape)
+            write_json(path, {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "runtime": m.runtime})
+        return read_json(path)["median_ms"]
+
+    def reward(self) -> Reward:
+        """The search reward: the configured latency or MACs target, else a fraction of the teacher's latency."""
+        s = self.cfg.search
+        if s.target_mmacs is not None:
+            return Reward(s.target_mmacs, "mmacs", s.reward)
+        target = s.target_ms if s.target_ms is not None else s.target_fraction_of_teacher * self.teacher_latency_ms()
+        return Reward(target, "latency_ms", s.reward)
+
+
+def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
+    """Load the data, device and teacher of ``cfg`` (training the teacher if the run has none yet)."""
+    run_dir = runs_root / cfg.name
+    device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
+    data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
+    teacher = prepare_teacher(cfg, data, run_dir / "teacher")
+    latency = OnnxRuntimeLatency(device, cache_dir() / "latency.sqlite")
+    return RunContext(cfg, run_dir, data, teacher, device, latency)

@@ -1,0 +1,87 @@
+"""Final distillation of the chosen student from the teacher, on the full train split."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.config import KDConfig, read_json, write_json
+from edgekd.errors import RunStateError
+from edgekd.latency_models.flops import count_macs_params
+from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.pipeline.context import RunContext
+from edgekd.pipeline.kd import EpochStats, train
+from edgekd.pipeline.teacher import save_checkpoint
+from edgekd.ui import progress
+
+
+@dataclass
+class Student:
+    model: nn.Module
+    arch: ArchSpec
+    metrics: dict[str, Any]
+
+
+def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig | None = None) -> Student:
+    """Train ``arch`` with KD for ``cfg.distill.epochs`` (resumable per epoch); write student/."""
+    cfg, out = ctx.cfg, ctx.stage_dir("student")
+    kd = kd or cfg.kd
+    state = out / "train_state.pt"
+    if (out / "arch.json").is_file() and ArchSpec.from_json((out / "arch.json").read_text()) != arch:
+        raise RunStateError(f"{out} holds a different student; use another --name to distill another architecture")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "arch.json").write_text(arch.to_json())
+    torch.manual_seed(cfg.seed)
+    model = build(arch)
+    with progress("distill", cfg.distill.epochs) as bar:
+        history = train(
+            model, ctx.data, cfg.distill, kd, ctx.teacher.logits, train_split="train", eval_split="val",
+            seed=cfg.seed, checkpoint=state,
+            on_epoch=lambda s: bar(info=f"loss {s.loss:.3f} held-out acc {s.eval_acc:.3f}"),
+        )
+    save_checkpoint(out / "student.pt", model, arch)
+    mmacs, mparams = count_macs_params(model, arch.input_shape)
+    metrics = {
+        "val_acc": history[-1].eval_acc, "teacher_val_acc": ctx.teacher.val_acc, "epochs": len(history),
+        "kd": kd.model_dump(), "mmacs": mmacs, "mparams": mparams, "arch_id": arch.id,
+    }
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "curves.json", [asdict(h) for h in history])
+    _plot_curves(history, ctx.teacher.val_acc, out / "curves.png")
+    return Student(model.eval(), arch, metrics)
+
+
+def load_student(student_dir: Path) -> Student:
+    """The distilled student of a run directory."""
+    path = student_dir / "student.pt"
+    if not path.is_file():
+        raise RunStateError(f"no distilled student at {path}; run `edgekd distill` first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    arch = ArchSpec.from_dict(state["arch"])
+    model = build(arch)
+    model.load_state_dict(state["state_dict"])
+    return Student(model.eval(), arch, read_json(student_dir / "metrics.json"))
+
+
+def _plot_curves(history: list[EpochStats], teacher_acc: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [h.loss for h in history])
+    ax1.set(xlabel="epoch", ylabel="KD loss")
+    ax2.plot(epochs, [h.train_acc for h in history], label="train")
+    ax2.plot(epochs, [h.eval_acc for h in history], label="held-out")
+    ax2.axhline(teacher_acc, ls="--", color="grey", label="teacher")
+    ax2.set(xlabel="epoch", ylabel="top-1 accuracy")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

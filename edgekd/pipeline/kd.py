@@ -1,0 +1,122 @@
+"""Knowledge distillation: Hinton's loss and the one trainer used by proxy evaluation and final distillation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edgekd.config import KDConfig, TrainConfig
+from edgekd.pipeline.data import Data
+
+
+def kd_loss(student: Tensor, teacher: Tensor | None, labels: Tensor, alpha: float = 0.9, tau: float = 1.0) -> Tensor:
+    """(1-alpha)·CE(student, labels) + alpha·tau²·KL(softmax(teacher/tau) ‖ softmax(student/tau))."""
+    ce = F.cross_entropy(student, labels)
+    if teacher is None or alpha == 0:
+        return ce
+    kl = F.kl_div(F.log_softmax(student / tau, 1), F.log_softmax(teacher / tau, 1), log_target=True, reduction="batchmean")
+    return (1 - alpha) * ce + alpha * tau**2 * kl
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    train_acc: float
+    eval_acc: float | None
+    lr: float
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Data, split: str, batch_size: int = 256) -> Tensor:
+    """Logits of ``model`` (eval mode) for every image of ``split``, in split order."""
+    model.eval()
+    return torch.cat([model(x) for x, _, _ in data.batches(split, batch_size)])
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def evaluate(model: nn.Module, data: Data, split: str) -> float:
+    """Top-1 accuracy of ``model`` on ``split``."""
+    return accuracy(predict_logits(model, data, split), data.labels[data.index(split)])
+
+
+def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(
+    model: nn.Module,
+    data: Data,
+    cfg: TrainConfig,
+    kd: KDConfig | None = None,
+    teacher_logits: Tensor | None = None,
+    train_split: str = "train",
+    eval_split: str | None = None,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``model`` on ``train_split``, with KD against ``teacher_logits`` (indexed by dataset index) if given.
+
+    With ``checkpoint``, the state after every epoch is saved atomically and a later call resumes from it.
+    Shuffling is seeded per epoch, so a resumed run follows the same path as an uninterrupted one.
+    ``on_epoch`` may raise (Optuna's pruning, say) to stop early.
+    """
+    kd = kd or KDConfig(alpha=0.0)
+    steps_per_epoch = math.ceil(len(data.index(train_split)) / cfg.batch_size)
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, warmup, total))
+    history: list[EpochStats] = []
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = [EpochStats(**h) for h in state["history"]]
+    for epoch in range(len(history), cfg.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y, idx in data.batches(train_split, cfg.batch_size, shuffle=True, generator=gen):
+            logits = model(x)
+            t = teacher_logits[idx] if teacher_logits is not None else None
+            loss = kd_loss(logits, t, y, alpha=kd.alpha, tau=kd.tau)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        stats = EpochStats(
+            epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen,
+            eval_acc=evaluate(model, data, eval_split) if eval_split else None, lr=sched.get_last_lr()[0],
+        )
+        history.append(stats)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, opt, sched, history)
+        if on_epoch is not None:
+            on_epoch(stats)
+    return history
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt, sched, history: list[EpochStats]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "history": [asdict(h) for h in history]}
+    torch.save(state, tmp)
+    tmp.replace(path)

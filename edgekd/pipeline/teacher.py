@@ -1,0 +1,149 @@
+"""Teachers: trained on the spot (the embedded default), torchvision models with local weights, or checkpoints.
+
+A teacher spec is ``train``, ``torchvision:NAME`` (weights from a local file, never downloaded) or a path to an
+edgekd checkpoint (``{"arch": ArchSpec dict, "state_dict": ...}``, as ``edgekd distill`` writes) or a TorchScript
+file. The teacher's logits for every image are computed once and stored with it: without data augmentation
+they are fixed, so KD training looks them up instead of running the teacher each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from edgekd.config import RunConfig, read_json, write_json
+from edgekd.errors import DataError
+from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
+from edgekd.pipeline.data import Data
+from edgekd.pipeline.kd import evaluate, predict_logits, train
+from edgekd.ui import console, progress
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    source: str
+    val_acc: float
+    logits: Tensor
+    """Logits for every image of the data set, indexed by dataset index."""
+    arch: ArchSpec | None = None
+
+
+def default_teacher_arch(data: Data) -> ArchSpec:
+    """A plain, wide conv net (stem 32, 64-128-256 channels, two downsamplings): strong and slow on purpose."""
+    c, res, _ = data.input_shape
+    widths = [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1)]
+    blocks = tuple(
+        BlockSpec(op="conv", kernel=3, out_channels=w, stride=s, residual=s == 1 and i % 2 == 1, stage=i // 2)
+        for i, (w, s) in enumerate(widths)
+    )
+    return ArchSpec(resolution=res, in_channels=c, num_classes=data.num_classes, stem_channels=32, blocks=blocks,
+                    head_channels=512, stem_stride=2 if res >= 64 else 1, name="teacher")
+
+
+def _torchvision_teacher(name: str, weights: str | None, data: Data) -> nn.Module:
+    import torchvision
+
+    if weights is None:
+        raise DataError(f"torchvision:{name} needs --teacher-weights PATH (a local state_dict; nothing is downloaded)")
+    if data.input_shape[0] != 3:
+        raise DataError(f"torchvision:{name} takes RGB input, but {data.name} has {data.input_shape[0]} channel(s)")
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=data.num_classes)
+    except ValueError as exc:
+        raise DataError(f"unknown torchvision model {name!r}: {exc}") from exc
+    _load_state(model, _load_file(Path(weights)), weights)
+    return model
+
+
+def _load_file(path: Path):
+    if not path.is_file():
+        raise DataError(f"teacher file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"cannot read teacher file {path}: {exc}") from exc
+
+
+def _load_state(model: nn.Module, state: dict, where: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"weights in {where} do not fit the model: {first}") from exc
+
+
+def _checkpoint_teacher(path: Path) -> tuple[nn.Module, ArchSpec | None]:
+    if not path.is_file():
+        raise DataError(f"teacher checkpoint not found: {path} (expected train, torchvision:NAME or a file)")
+    try:
+        return torch.jit.load(str(path), map_location="cpu"), None
+    except RuntimeError:
+        pass
+    state = _load_file(path)
+    if not isinstance(state, dict) or "arch" not in state or "state_dict" not in state:
+        raise DataError(f"{path} is neither TorchScript nor an edgekd checkpoint with 'arch' and 'state_dict'")
+    arch = ArchSpec.from_dict(state["arch"])
+    model = build(arch)
+    _load_state(model, state["state_dict"], str(path))
+    return model, arch
+
+
+def save_checkpoint(path: Path, model: nn.Module, arch: ArchSpec) -> None:
+    """An edgekd checkpoint: the ArchSpec plus the weights (loadable with weights_only=True)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"arch": arch.to_dict(), "state_dict": model.state_dict()}, tmp)
+    tmp.replace(path)
+
+
+def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path) -> Teacher:
+    """Load or build the teacher of ``cfg``, report its held-out accuracy, and store it under ``out_dir``."""
+    metrics_path, logits_path = out_dir / "metrics.json", out_dir / "logits.pt"
+    source = cfg.teacher
+    arch: ArchSpec | None = None
+    if source == "train":
+        arch = default_teacher_arch(data)
+        model = build(arch)
+        weights = out_dir / "teacher.pt"
+        if weights.is_file():
+            _load_state(model, _load_file(weights)["state_dict"], str(weights))
+        else:
+            _train_teacher(model, cfg, data, out_dir)
+            save_checkpoint(weights, model, arch)
+    elif source.startswith("torchvision:"):
+        model = _torchvision_teacher(source.removeprefix("torchvision:"), cfg.teacher_weights, data)
+    else:
+        model, arch = _checkpoint_teacher(Path(source).expanduser())
+    model.eval()
+    if metrics_path.is_file() and logits_path.is_file() and read_json(metrics_path).get("source") == source:
+        return Teacher(model, source, read_json(metrics_path)["val_acc"], torch.load(logits_path), arch)
+    _check_output(model, data, source)
+    logits = predict_logits(model, data, "all")
+    val_acc = evaluate(model, data, "val")
+    torch.save(logits, logits_path)
+    write_json(metrics_path, {"source": source, "val_acc": val_acc, "arch_id": arch.id if arch else None})
+    return Teacher(model, source, val_acc, logits, arch)
+
+
+def _check_output(model: nn.Module, data: Data, source: str) -> None:
+    x, _, _ = next(data.batches("val", 2))
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except RuntimeError as exc:
+        raise DataError(f"teacher {source} cannot take input of shape {tuple(x.shape)}: {exc}") from exc
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise DataError(f"teacher {source} gives outputs of shape {tuple(out.shape)}; {data.num_classes} classes needed")
+
+
+def _train_teacher(model: nn.Module, cfg: RunConfig, data: Data, out_dir: Path) -> None:
+    console.print(f"training the teacher on {data.name} ({cfg.teacher_train.epochs} epochs)")
+    with progress("teacher", cfg.teacher_train.epochs) as update:
+        train(
+            model, data, cfg.teacher_train, seed=cfg.seed, checkpoint=out_dir / "train_state.pt",
+            on_epoch=lambda s: update(info=f"loss {s.loss:.3f} acc {s.train_acc:.3f}"),
+        )
