@@ -108,7 +108,10 @@ def register_source(name: str) -> Callable:
 def load_data(
     spec: str, seed: int = 0, resolution: int | None = None, mini_val_fraction: float = 0.2, val_fraction: float = 0.2
 ) -> Data:
-    """Read the data spec ``NAME[:PATH]`` and carve deterministic, stratified splits from ``seed``."""
+    """Read the data spec ``NAME[:PATH]`` and carve deterministic, stratified splits.
+
+    The held-out ``val`` split is fixed; ``seed`` draws the mini-train / mini-val split of ``train``.
+    """
     name, _, path = spec.partition(":")
     if name not in SOURCES:
         raise DataError(f"unknown data source {name!r} in {spec!r}; available: {sorted(SOURCES)} (e.g. cifar10:PATH)")
@@ -117,7 +120,10 @@ def load_data(
             raise DataError(f"{label} must lie in (0, 1), got {frac}")
     x_tr, y_tr, x_val, y_val, meta = SOURCES[name](path, resolution)
     if x_val is None:
-        x_tr, x_val, y_tr, y_val = _stratified(x_tr, y_tr, val_fraction, seed)
+        # The held-out split does not move with the run's seed, so final figures of runs compare.
+        x_tr, x_val, y_tr, y_val = train_test_split(
+            x_tr, y_tr, test_size=val_fraction, random_state=0, stratify=_stratify_or_none(y_tr)
+        )
     mini_train, mini_val = train_test_split(
         np.arange(len(y_tr)), test_size=mini_val_fraction, random_state=seed, stratify=_stratify_or_none(y_tr)
     )
@@ -136,10 +142,6 @@ def load_data(
 
 def _stratify_or_none(y: np.ndarray) -> np.ndarray | None:
     return y if np.bincount(y).min() >= 2 else None
-
-
-def _stratified(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> list[np.ndarray]:
-    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=_stratify_or_none(y))
 
 
 def _resize(x: np.ndarray, resolution: int | None) -> np.ndarray:

@@ -1,0 +1,29 @@
+import os
+
+os.environ.setdefault("EDGEKD_QUIET", "1")
+
+import pytest  # noqa: E402
+
+from edgekd.config import RunConfig, TrainConfig  # noqa: E402
+from edgekd.devices import LocalDevice, NamedDevice  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def fast_device() -> NamedDevice:
+    return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5))
+
+
+@pytest.fixture
+def tiny_config() -> RunConfig:
+    """A whole run on synthetic 8x8 data in seconds."""
+    return RunConfig.model_validate({
+        "name": "tiny", "data": "synthetic", "resolution": 8,
+        "teacher_train": TrainConfig(epochs=2).model_dump(),
+        "search": {"trials": 2, "proxy": {"epochs": 1}, "space_width": 0.25},
+        "distill": TrainConfig(epochs=2).model_dump(),
+    })

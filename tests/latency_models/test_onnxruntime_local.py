@@ -1,0 +1,60 @@
+import random
+
+import pytest
+
+from edgekd.latency_models import onnxruntime_local
+from edgekd.latency_models.flops import count_macs_params
+from edgekd.latency_models.onnxruntime_local import OnnxRuntimeLatency
+from edgekd.pipeline.arch import build
+from edgekd.pipeline.space import make_space
+
+
+@pytest.fixture
+def specs():
+    space = make_space("mnas", 16, 1, 10, width=0.25)
+    return [space.decode(space.sample(random.Random(i))) for i in range(2)]
+
+
+def test_measurement_is_recorded_with_its_conditions(tmp_path, fast_device, specs):
+    m = OnnxRuntimeLatency(fast_device, tmp_path / "lat.sqlite").measure(specs[0])
+    assert 0 < m.p10_ms <= m.median_ms <= m.p90_ms
+    assert (m.repeats, m.threads, m.batch_size) == (5, 1, 1)
+    assert m.runtime.startswith("onnxruntime-")
+
+
+def test_cache_hits_across_instances_and_misses_on_runtime_change(tmp_path, fast_device, specs, monkeypatch):
+    cache = tmp_path / "lat.sqlite"
+    first = OnnxRuntimeLatency(fast_device, cache).measure(specs[0])
+    calls = []
+    real = onnxruntime_local.time_onnx
+    monkeypatch.setattr(onnxruntime_local, "time_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert OnnxRuntimeLatency(fast_device, cache).measure(specs[0]) == first
+    assert calls == []
+    monkeypatch.setattr(onnxruntime_local, "RUNTIME", "onnxruntime-0.0.0-other")
+    OnnxRuntimeLatency(fast_device, cache).measure(specs[0])
+    assert calls == [1]
+
+
+def test_changed_device_settings_do_not_reuse_measurements(tmp_path, fast_device, specs):
+    other = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"threads": 2})})
+    assert other.fingerprint != fast_device.fingerprint
+
+
+def test_bigger_network_is_slower_and_has_more_macs(tmp_path, fast_device):
+    space = make_space("mnas", 16, 1, 10, width=0.25)
+    rng = random.Random(0)
+    base = space.sample(rng)
+    small = space.decode({**base, **{f"s{i}_layers": -1 for i in range(7)}, **{f"s{i}_op": "dsconv" for i in range(7)}})
+    big = space.decode({**base, **{f"s{i}_layers": 1 for i in range(7)}, **{f"s{i}_op": "mbconv_e6" for i in range(7)},
+                        **{f"s{i}_width": 1.25 for i in range(7)}})
+    device = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"repeats": 30})})
+    lat = OnnxRuntimeLatency(device, tmp_path / "lat.sqlite")
+    assert lat.latency_ms(big) > 1.5 * lat.latency_ms(small)
+    assert count_macs_params(build(big), big.input_shape)[0] > 3 * count_macs_params(build(small), small.input_shape)[0]
+
+
+def test_thop_leaves_the_profiled_model_untouched(specs):
+    model = build(specs[0])
+    before = set(model.state_dict())
+    count_macs_params(model, specs[0].input_shape)
+    assert set(model.state_dict()) == before

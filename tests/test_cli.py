@@ -1,0 +1,62 @@
+import json
+import tarfile
+
+import torch
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.pipeline.package import sha256
+
+runner = CliRunner()
+TINY = ["--data", "synthetic", "--resolution", "8", "--teacher-epochs", "2", "--trials", "2", "--proxy-epochs", "1",
+        "--distill-epochs", "2"]
+
+
+def test_edgekd_run_end_to_end_on_a_tiny_budget(tmp_path):
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "--name", "e2e", "--runs-dir", str(runs), *TINY])
+    assert result.exit_code == 0, result.output
+    run = runs / "e2e"
+    for f in ("config.json", "teacher/teacher.pt", "search/study.db", "search/best.json", "search/pareto.json",
+              "student/student.pt", "student/arch.json", "student/metrics.json", "export/model.onnx",
+              "validation/report.json", "validation/report.md", "bundle/e2e-0.1.0.tar.gz"):
+        assert (run / f).is_file(), f
+    report = json.loads((run / "validation/report.json").read_text())
+    onnx = report["formats"]["onnx"]
+    assert onnx["acc"] == report["pytorch"]["acc"]
+    assert onnx["max_abs_logit_diff"] <= 1e-4 and onnx["top1_agreement"] == 1.0
+    assert report["passed"]
+
+    extract = tmp_path / "extract"
+    with tarfile.open(run / "bundle/e2e-0.1.0.tar.gz") as tar:
+        tar.extractall(extract, filter="data")
+    bundle = extract / "e2e-0.1.0"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert set(manifest["files"]) == {p.name for p in bundle.iterdir()} - {"manifest.json"}
+    for name, digest in manifest["files"].items():
+        assert sha256(bundle / name) == digest
+    assert manifest["input"]["shape"] == ["batch", 3, 8, 8]
+    assert manifest["preprocessing"]["mean"] and manifest["device"]["name"] == "host-cpu"
+    assert {"torch", "onnxruntime", "edgekd"} <= set(manifest["versions"])
+
+    # Stages re-run on the finished run directory reuse its work: the student is not retrained.
+    before = torch.load(run / "student/student.pt")["state_dict"]
+    assert runner.invoke(app, ["distill", "--name", "e2e", "--runs-dir", str(runs)]).exit_code == 0
+    after = torch.load(run / "student/student.pt")["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert runner.invoke(app, ["export", "--name", "e2e", "--runs-dir", str(runs)]).exit_code == 0
+
+
+def test_stage_out_of_order_and_bad_input_are_one_line_errors(tmp_path):
+    runs = str(tmp_path / "runs")
+    result = runner.invoke(app, ["run", "--runs-dir", runs, "--data", "cifar10:/does/not/exist"])
+    assert result.exit_code == 3 and "cifar10 folder not found" in result.output
+    result = runner.invoke(app, ["run", "--runs-dir", runs, "--name", "x", "--kd-alpha", "2"])
+    assert result.exit_code == 2 and "kd.alpha" in result.output
+
+
+def test_help_lists_the_stages():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "search", "distill", "export"):
+        assert command in result.output

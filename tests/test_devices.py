@@ -1,0 +1,34 @@
+import pytest
+
+from edgekd.devices import get_device, load_devices
+from edgekd.errors import ConfigError
+
+
+def test_shipped_registry_has_the_host_cpu():
+    device = get_device("host-cpu")
+    assert device.spec.kind == "local" and device.spec.threads >= 1
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("devices:\n  pi:\n    kind: local\n    thread: 2\n", r"device 'pi', field 'thread': Extra inputs"),
+        ("devices:\n  pi:\n    kind: local\n    threads: two\n", r"device 'pi', field 'threads'"),
+        ("devices:\n  pi:\n    kind: local\n    repeats: 1\n", r"device 'pi', field 'repeats'.*greater than or equal to 3"),
+        ("devices:\n  pi:\n    kind: toaster\n", r"device 'pi'.*kind"),
+        ("devices: [\n", r"not valid YAML"),
+    ],
+)
+def test_schema_errors_name_file_device_and_field(tmp_path, body, message):
+    path = tmp_path / "devices.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_devices(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_device_name_lists_the_known_ones(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_text("devices:\n  a:\n    kind: local\n")
+    with pytest.raises(ConfigError, match=r"unknown device 'b'.*\['a'\]"):
+        get_device("b", path)
