@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from edgekd.config import RunConfig, resolve_config
 from edgekd.errors import EdgeKDError
@@ -27,27 +28,36 @@ Name = Annotated[str, typer.Option("--name", help="Run name: artifacts go to RUN
 # (CLI parameter, dotted RunConfig field, type, help). Every config option defaults to None: "not given",
 # so a resumed run keeps its saved settings and only what the user passes is checked against them.
 CONFIG_OPTIONS: list[tuple[str, str, type, str]] = [
-    ("data", "data", str, "digits | synthetic | cifar10:PATH | imagefolder:PATH  [default: digits]"),
+    ("data", "data", str, "digits | synthetic | cifar10:PATH | imagefolder:PATH"),
     ("resolution", "resolution", int, "Input resolution (images are resized) [default: the source's own]"),
-    ("seed", "seed", int, "Seed of splits, sampling and training [default: 0]"),
-    ("teacher", "teacher", str, "train | torchvision:NAME | PATH to an edgekd or TorchScript checkpoint  [default: train]"),
+    ("seed", "seed", int, "Seed of splits, sampling and training"),
+    ("teacher", "teacher", str, "train | torchvision:NAME | PATH to an edgekd or TorchScript checkpoint"),
     ("teacher_weights", "teacher_weights", str, "Local state_dict for a torchvision:NAME teacher"),
-    ("teacher_epochs", "teacher_train.epochs", int, "Epochs for a teacher trained on the spot [default: 15]"),
-    ("device", "device", str, "Device name in devices.yaml [default: host-cpu]"),
+    ("teacher_epochs", "teacher_train.epochs", int, "Epochs for a teacher trained on the spot"),
+    ("device", "device", str, "Device name in devices.yaml"),
     ("devices_file", "devices_file", str, "devices.yaml to use [default: ./devices.yaml, else the shipped one]"),
-    ("space", "search.space", str, "Search space preset [default: mnas]"),
-    ("space_width", "search.space_width", float, "Channel scale of the search space [default: 0.25]"),
-    ("strategy", "search.strategy", str, "Search strategy [default: random]"),
-    ("trials", "search.trials", int, "Complete trials to reach (raise it to extend a search) [default: 12]"),
-    ("proxy_epochs", "search.proxy.epochs", int, "KD proxy-training epochs per candidate [default: 5]"),
-    ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1) [default: soft]"),
+    ("space", "search.space", str, "Search space preset"),
+    ("space_width", "search.space_width", float, "Channel scale of the search space"),
+    ("strategy", "search.strategy", str, "Search strategy"),
+    ("trials", "search.trials", int, "Complete trials to reach (raise it to extend a search)"),
+    ("proxy_epochs", "search.proxy.epochs", int, "KD proxy-training epochs per candidate"),
+    ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1)"),
     ("target_ms", "search.target_ms", float, "Latency target T in ms [default: a fraction of the teacher's]"),
     ("target_mmacs", "search.target_mmacs", float, "MACs target in millions, instead of latency"),
-    ("target_fraction", "search.target_fraction_of_teacher", float, "Without a target: T = this x teacher latency [0.25]"),
-    ("kd_tau", "kd.tau", float, "KD temperature [default: 1, as AKD]"),
-    ("kd_alpha", "kd.alpha", float, "KD weight alpha (0 = hard labels only) [default: 0.9, as AKD]"),
-    ("distill_epochs", "distill.epochs", int, "Epochs of the final distillation [default: 30]"),
+    ("target_fraction", "search.target_fraction_of_teacher", float, "Without a target: T = this x teacher latency"),
+    ("kd_tau", "kd.tau", float, "KD temperature (AKD: 1)"),
+    ("kd_alpha", "kd.alpha", float, "KD weight alpha, 0 = hard labels only (AKD: 0.9)"),
+    ("distill_epochs", "distill.epochs", int, "Epochs of the final distillation"),
 ]
+
+
+def _help_with_default(field: str, help_: str) -> str:
+    """``help_`` plus RunConfig's default for ``field`` (so help never drifts from the config)."""
+    value: Any = RunConfig()
+    for part in field.split("."):
+        value = getattr(value, part)
+    text = help_ if value is None else f"{help_} [default: {value}]"
+    return escape(text)  # rich would read "[default: ...]" as markup
 
 
 def with_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,9 +66,12 @@ def with_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     extra = [
         inspect.Parameter(
             param, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[typ | None, typer.Option(help=help_, rich_help_panel="Run configuration")],
+            annotation=Annotated[
+                typ | None,
+                typer.Option(help=_help_with_default(field, help_), rich_help_panel="Run configuration"),
+            ],
         )
-        for param, _, typ, help_ in CONFIG_OPTIONS
+        for param, field, typ, help_ in CONFIG_OPTIONS
     ]
 
     @functools.wraps(fn)
@@ -83,7 +96,7 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished trials and epochs are saved; run the same command to resume")
+            console.print("[yellow]interrupted[/]: finished trials and epochs are saved; the same command resumes")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -142,8 +155,7 @@ def export(name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
 def devices(devices_file: Annotated[Path | None, typer.Option(help="devices.yaml to read")] = None) -> None:
     """List the devices of the registry."""
     from edgekd.devices import load_devices, registry_path
-
-    table = {name: f"{d.spec.kind}: {d.spec.description}" for name, d in load_devices(devices_file).items()}
     from edgekd.ui import summary
 
+    table = {name: f"{d.spec.kind}: {d.spec.description}" for name, d in load_devices(devices_file).items()}
     summary(f"devices in {registry_path(devices_file)}", table)

@@ -40,8 +40,8 @@ class SearchConfig(_Model):
     space: str = "mnas"
     space_width: Annotated[float, Field(gt=0)] = 0.25
     strategy: str = "random"
-    trials: Annotated[int, Field(ge=1)] = 12
-    proxy: TrainConfig = TrainConfig(epochs=5, batch_size=32)
+    trials: Annotated[int, Field(ge=1)] = 10
+    proxy: TrainConfig = TrainConfig(epochs=3, batch_size=32)
     reward: Literal["soft", "hard"] = "soft"
     target_ms: Annotated[float, Field(gt=0)] | None = None
     target_mmacs: Annotated[float, Field(gt=0)] | None = None
@@ -65,12 +65,12 @@ class RunConfig(_Model):
     seed: int = 0
     teacher: str = "train"
     teacher_weights: str | None = None
-    teacher_train: TrainConfig = TrainConfig(epochs=15)
+    teacher_train: TrainConfig = TrainConfig(epochs=12)
     device: str = "host-cpu"
     devices_file: str | None = None
     kd: KDConfig = KDConfig()
     search: SearchConfig = SearchConfig()
-    distill: TrainConfig = TrainConfig(epochs=30)
+    distill: TrainConfig = TrainConfig(epochs=25)
     onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
     opset: Annotated[int, Field(ge=13)] = 18
     version: str = "0.1.0"

@@ -2,10 +2,10 @@ import os
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from edgekd.config import RunConfig, TrainConfig  # noqa: E402
-from edgekd.devices import LocalDevice, NamedDevice  # noqa: E402
+from edgekd.config import RunConfig, TrainConfig
+from edgekd.devices import LocalDevice, NamedDevice
 
 
 @pytest.fixture(autouse=True)

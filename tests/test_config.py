@@ -20,7 +20,7 @@ def test_saved_config_is_reused_and_conflicts_are_errors(tmp_path):
 
 
 def test_invalid_values_are_clear_errors(tmp_path):
-    with pytest.raises(ConfigError, match="kd.alpha"):
+    with pytest.raises(ConfigError, match=r"kd\.alpha"):
         resolve_config(tmp_path / "a", {"kd.alpha": 1.5})
     with pytest.raises(ConfigError, match="not both"):
         resolve_config(tmp_path / "b", {"search.target_ms": 1.0, "search.target_mmacs": 5.0})

@@ -14,7 +14,7 @@ def test_shipped_registry_has_the_host_cpu():
     [
         ("devices:\n  pi:\n    kind: local\n    thread: 2\n", r"device 'pi', field 'thread': Extra inputs"),
         ("devices:\n  pi:\n    kind: local\n    threads: two\n", r"device 'pi', field 'threads'"),
-        ("devices:\n  pi:\n    kind: local\n    repeats: 1\n", r"device 'pi', field 'repeats'.*greater than or equal to 3"),
+        ("devices:\n  pi:\n    kind: local\n    repeats: 1\n", r"device 'pi', field 'repeats'.*greater than or equal"),
         ("devices:\n  pi:\n    kind: toaster\n", r"device 'pi'.*kind"),
         ("devices: [\n", r"not valid YAML"),
     ],

@@ -21,7 +21,11 @@ ONNX_EXPORTERS = ("torchscript", "dynamo")
 
 
 def export_onnx(
-    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int = DEFAULT_OPSET, exporter: str = "torchscript"
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "torchscript",
 ) -> Path:
     """Export ``model`` (eval mode, batch axis dynamic) to one self-contained ONNX file at ``path``.
 

@@ -19,7 +19,9 @@ from edgekd.pipeline.arch import ArchSpec, build
 RUNTIME = f"onnxruntime-{ort.__version__}"
 
 
-def time_onnx(path: Path, input_shape: tuple[int, ...], threads: int, warmup: int, repeats: int, batch_size: int = 1) -> Measurement:
+def time_onnx(
+    path: Path, input_shape: tuple[int, ...], threads: int, warmup: int, repeats: int, batch_size: int = 1
+) -> Measurement:
     """Median and 10th/90th percentile of ``repeats`` single runs of the ONNX model at ``path``."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

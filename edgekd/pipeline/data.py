@@ -55,7 +55,7 @@ class Data:
     @property
     def preprocessing(self) -> dict:
         """What a deployment must do to a raw image before feeding the model."""
-        c, h, w = self.input_shape
+        _, h, w = self.input_shape
         return {
             "layout": "NCHW",
             "resize": [h, w],
@@ -222,13 +222,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _read_tree(root: Path, resolution: int, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _read_tree(
+    root: Path, resolution: int, classes: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     from PIL import Image, UnidentifiedImageError
 
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     classes = classes or found
     if not classes:
-        raise DataError(f"{root} has no class sub-folders (expected ROOT/CLASS/IMAGE.png, as torchvision's ImageFolder)")
+        raise DataError(f"{root} has no class sub-folders (expected ROOT/CLASS/IMAGE.png, like ImageFolder)")
     unknown = set(found) - set(classes)
     if unknown:
         raise DataError(f"{root} has class folders {sorted(unknown)} that the training tree lacks")

@@ -20,7 +20,8 @@ def kd_loss(student: Tensor, teacher: Tensor | None, labels: Tensor, alpha: floa
     ce = F.cross_entropy(student, labels)
     if teacher is None or alpha == 0:
         return ce
-    kl = F.kl_div(F.log_softmax(student / tau, 1), F.log_softmax(teacher / tau, 1), log_target=True, reduction="batchmean")
+    log_s, log_t = F.log_softmax(student / tau, 1), F.log_softmax(teacher / tau, 1)
+    kl = F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
     return (1 - alpha) * ce + alpha * tau**2 * kl
 
 

@@ -65,7 +65,8 @@ def package(ctx: RunContext, student: Student, exported: dict[str, Path], report
             "pytorch_acc": report["pytorch"]["acc"],
             "teacher_acc": report["teacher"]["acc"],
             "teacher_latency_ms": report["teacher"]["latency_ms"],
-            **{f"{fmt}_{k}": f[k] for fmt, f in report["formats"].items() for k in ("acc", "latency_ms", "max_abs_logit_diff")},
+            **{f"{fmt}_{k}": f[k] for fmt, f in report["formats"].items()
+               for k in ("acc", "latency_ms", "max_abs_logit_diff")},
             "mmacs": student.metrics["mmacs"],
             "mparams": student.metrics["mparams"],
         },

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from edgekd.config import RunConfig, write_json
@@ -47,11 +48,16 @@ def storage_url(out_dir: Path) -> str:
 
 def _recover_interrupted(study: optuna.Study) -> int:
     """Fail the trials a killed process left RUNNING and queue their choices again; returns how many."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, skip_if_exists=True)
-    return len(stale)
+    retried = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:  # it finished (or another process failed it) meanwhile
+            continue
+        # Not skip_if_exists: the failed trial itself holds these params, so Optuna would skip the retry.
+        study.enqueue_trial(t.params)
+        retried += 1
+    return retried
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
@@ -89,12 +95,14 @@ def search(
     retried = _recover_interrupted(study)
     if retried:
         console.print(f"resuming: {retried} interrupted trial(s) will be retried")
-    write_json(out_dir / "reward.json", {"target": reward.target, "metric": reward.metric, "constraint": reward.constraint})
+    write_json(out_dir / "reward.json",
+               {"target": reward.target, "metric": reward.metric, "constraint": reward.constraint})
 
     def complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-    with progress(f"search ({cfg.search.strategy})", cfg.search.trials, completed=min(complete(), cfg.search.trials)) as bar:
+    done = min(complete(), cfg.search.trials)
+    with progress(f"search ({cfg.search.strategy})", cfg.search.trials, completed=done) as bar:
         while complete() < cfg.search.trials:
             trial = study.ask()
             try:
@@ -104,7 +112,8 @@ def search(
                 raise
             study.tell(trial, record["reward"])
             best = study.best_trial
-            bar(info=f"best reward {best.value:.4f} (acc {best.user_attrs['acc']:.3f}, {best.user_attrs['latency_ms']:.3f} ms)")
+            acc, ms = best.user_attrs["acc"], best.user_attrs["latency_ms"]
+            bar(info=f"best reward {best.value:.4f} (acc {acc:.3f}, {ms:.3f} ms)")
     return write_results(study, out_dir, reward)
 
 

@@ -54,7 +54,9 @@ class SearchSpace:
         missing = set(self.choices) - set(choices)
         extra = set(choices) - set(self.choices)
         if missing or extra:
-            raise ConfigError(f"choices do not match space {self.name!r}: missing {sorted(missing)}, extra {sorted(extra)}")
+            raise ConfigError(
+                f"choices do not match space {self.name!r}: missing {sorted(missing)}, extra {sorted(extra)}"
+            )
         for key, value in choices.items():
             if value not in self.choices[key]:
                 raise ConfigError(f"{key}={value!r} is not one of {self.choices[key]} in space {self.name!r}")

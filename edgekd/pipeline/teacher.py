@@ -137,7 +137,7 @@ def _check_output(model: nn.Module, data: Data, source: str) -> None:
     except RuntimeError as exc:
         raise DataError(f"teacher {source} cannot take input of shape {tuple(x.shape)}: {exc}") from exc
     if out.ndim != 2 or out.shape[1] != data.num_classes:
-        raise DataError(f"teacher {source} gives outputs of shape {tuple(out.shape)}; {data.num_classes} classes needed")
+        raise DataError(f"teacher {source} outputs shape {tuple(out.shape)}; {data.num_classes} classes needed")
 
 
 def _train_teacher(model: nn.Module, cfg: RunConfig, data: Data, out_dir: Path) -> None:

@@ -22,7 +22,8 @@ LOGIT_TOLERANCE = 1e-3
 def onnx_logits(path, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of the ONNX model at ``path`` in ONNX Runtime's CPU provider."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outs = [session.run(None, {INPUT_NAME: images[i : i + batch_size].numpy()})[0] for i in range(0, len(images), batch_size)]
+    starts = range(0, len(images), batch_size)
+    outs = [session.run(None, {INPUT_NAME: images[i : i + batch_size].numpy()})[0] for i in starts]
     return torch.from_numpy(np.concatenate(outs))
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -29,7 +30,8 @@ def test_kd_term_matches_hinton_formula():
 
 def _small_net(data):
     c, res, _ = data.input_shape
-    blocks = (BlockSpec(op="conv", kernel=3, out_channels=16, stride=2), BlockSpec(op="dsconv", kernel=3, out_channels=16))
+    blocks = (BlockSpec(op="conv", kernel=3, out_channels=16, stride=2),
+              BlockSpec(op="dsconv", kernel=3, out_channels=16))
     return ArchSpec(resolution=res, in_channels=c, num_classes=data.num_classes, stem_channels=8, blocks=blocks,
                     head_channels=32)
 
@@ -62,10 +64,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     torch.manual_seed(0)
     first = build(_small_net(data))
     ckpt = tmp_path / "state.pt"
-    try:
+    with pytest.raises(Stop):
         train(first, data, cfg, kd, teacher_logits, seed=1, checkpoint=ckpt, on_epoch=stop_after_first)
-    except Stop:
-        pass
     torch.manual_seed(123)  # a fresh process would start from other random weights
     resumed = build(_small_net(data))
     history = train(resumed, data, cfg, kd, teacher_logits, seed=1, checkpoint=ckpt)
