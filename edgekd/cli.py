@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from edgekd.config import RunConfig, resolve_config
 from edgekd.errors import EdgeKDError
-from edgekd.ui import console
+from edgekd.ui import console, error_console
 
 app = typer.Typer(
     help="Search, distill, export and package edge student models that learn well from your teacher.",
@@ -93,10 +93,10 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgeKDError as exc:
             if os.environ.get("EDGEKD_DEBUG"):
                 raise
-            console.print(f"[bold red]error:[/] {exc}")
+            error_console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished trials and epochs are saved; the same command resumes")
+            error_console.print("[yellow]interrupted[/]: finished trials and epochs are kept; rerun to resume")
             raise typer.Exit(130) from None
 
     return wrapper

@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console(stderr=True, quiet=bool(os.environ.get("EDGEKD_QUIET")))
+error_console = Console(stderr=True)
+"""Errors and interruptions: printed even with EDGEKD_QUIET, which only hides progress and summaries."""
 _progress: Progress | None = None
 _open_tasks = 0
 
