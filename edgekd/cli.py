@@ -25,9 +25,12 @@ app = typer.Typer(
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run directories.")]
 Name = Annotated[str, typer.Option("--name", help="Run name: artifacts go to RUNS_DIR/NAME/.")]
 
+Option = tuple[str, str, type, str]
+Command = Callable[..., Any]
+
 # (CLI parameter, dotted RunConfig field, type, help). Every config option defaults to None: "not given",
 # so a resumed run keeps its saved settings and only what the user passes is checked against them.
-CONFIG_OPTIONS: list[tuple[str, str, type, str]] = [
+CONFIG_OPTIONS: list[Option] = [
     ("data", "data", str, "digits | synthetic | cifar10:PATH | imagefolder:PATH"),
     ("resolution", "resolution", int, "Input resolution (images are resized) [default: the source's own]"),
     ("seed", "seed", int, "Seed of splits, sampling and training"),
@@ -49,38 +52,71 @@ CONFIG_OPTIONS: list[tuple[str, str, type, str]] = [
     ("kd_alpha", "kd.alpha", float, "KD weight alpha, 0 = hard labels only (AKD: 0.9)"),
     ("distill_epochs", "distill.epochs", int, "Epochs of the final distillation"),
 ]
+EXPORT_OPTIONS: list[Option] = [
+    ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, tensorrt, "
+     "tensorrt-fp16, tensorrt-int8"),
+    ("opset", "export.opset", int, "ONNX opset"),
+    ("calibration_images", "export.calibration_images", int, "Training images calibrating int8 formats"),
+    ("max_accuracy_drop", "export.max_accuracy_drop", dict, "FORMAT=POINTS: largest top-1 drop from PyTorch "
+     "allowed for FORMAT (repeatable) [defaults: onnx=0, onnx-fp16=0.5, onnx-int8=1]"),
+    ("max_latency_drift", "export.max_latency_drift", float, "Largest relative drift of the fp32 model's "
+     "latency from the latency model's figure, e.g. 0.25 [default: not checked]"),
+]
 
 
-def _help_with_default(field: str, help_: str) -> str:
+def _help_with_default(field: str, typ: type, help_: str) -> str:
     """``help_`` plus RunConfig's default for ``field`` (so help never drifts from the config)."""
     value: Any = RunConfig()
     for part in field.split("."):
         value = getattr(value, part)
-    text = help_ if value is None else f"{help_} [default: {value}]"
+    text = help_ if value is None or typ is dict else f"{help_} [default: {value}]"
     return escape(text)  # rich would read "[default: ...]" as markup
 
 
-def with_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add every CONFIG_OPTIONS option to a command; the wrapped function gets them as ``overrides``."""
-    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "overrides"]
-    extra = [
-        inspect.Parameter(
-            param, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[
-                typ | None,
-                typer.Option(help=_help_with_default(field, help_), rich_help_panel="Run configuration"),
-            ],
-        )
-        for param, field, typ, help_ in CONFIG_OPTIONS
-    ]
+def _override(field: str, typ: type, value: Any) -> dict[str, Any]:
+    """Dotted config overrides from one option; ``dict`` options take repeated KEY=VALUE pairs."""
+    if value is None or typ is not dict:
+        return {field: value}
+    pairs = {}
+    for item in value:
+        key, sep, number = item.partition("=")
+        try:
+            pairs[f"{field}.{key.strip()}"] = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"expected FORMAT=NUMBER, got {item!r}") from None
+        if not sep:
+            raise typer.BadParameter(f"expected FORMAT=NUMBER, got {item!r}")
+    return pairs
 
-    @functools.wraps(fn)
-    def wrapper(**kwargs: Any) -> Any:
-        overrides = {field: kwargs.pop(param) for param, field, _, _ in CONFIG_OPTIONS}
-        return fn(overrides=overrides, **kwargs)
 
-    wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
-    return wrapper
+def with_config_options(*groups: list[Option]) -> Callable[[Command], Command]:
+    """Add the options of ``groups`` to a command; the wrapped function gets them as dotted ``overrides``."""
+    options = [o for group in groups for o in group]
+
+    def deco(fn: Command) -> Command:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "overrides"]
+        extra = [
+            inspect.Parameter(
+                param, inspect.Parameter.KEYWORD_ONLY, default=None,
+                annotation=Annotated[
+                    (list[str] if typ is dict else typ) | None,
+                    typer.Option(help=_help_with_default(field, typ, help_), rich_help_panel="Run configuration"),
+                ],
+            )
+            for param, field, typ, help_ in options
+        ]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            overrides: dict[str, Any] = {}
+            for param, field, typ, _ in options:
+                overrides |= _override(field, typ, kwargs.pop(param))
+            return fn(overrides=overrides, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
 
 
 def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,7 +147,7 @@ def _context(name: str, runs_dir: Path, overrides: dict[str, Any]):
 
 @app.command()
 @handles_errors
-@with_config_options
+@with_config_options(CONFIG_OPTIONS, EXPORT_OPTIONS)
 def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""
     from edgekd.pipeline.run import run_all
@@ -124,7 +160,7 @@ def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir 
 
 @app.command()
 @handles_errors
-@with_config_options
+@with_config_options(CONFIG_OPTIONS)
 def search(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """KD-guided architecture search (resumable: the same command continues an interrupted search)."""
     from edgekd.pipeline.run import run_search
@@ -143,11 +179,57 @@ def distill(name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None
 
 @app.command()
 @handles_errors
-def export(name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
-    """Export the distilled student to ONNX, validate it on the device and package the bundle."""
+@with_config_options(CONFIG_OPTIONS, EXPORT_OPTIONS)
+def export(
+    overrides: dict[str, Any],
+    name: Name = "quickstart",
+    runs_dir: RunsDir = Path("runs"),
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Export this checkpoint instead of the run's distilled student (search-free packaging): an edgekd "
+             "checkpoint, or a state_dict with arch.json beside it")] = None,
+) -> None:
+    """Export the student to every format, validate each on the device, package the bundle."""
     from edgekd.pipeline.run import run_export
 
-    run_export(_context(name, runs_dir, {}))
+    run_export(_context(name, runs_dir, overrides), checkpoint)
+
+
+@app.command()
+@handles_errors
+@with_config_options(EXPORT_OPTIONS)
+def validate(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+    """Validate the run's exported models again (exit 5 if one breaks a limit)."""
+    from edgekd.pipeline.run import run_validate
+
+    run_validate(_context(name, runs_dir, overrides))
+
+
+@app.command()
+@handles_errors
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="NAME-VERSION.tar.gz made by `edgekd export`")],
+    device: Annotated[str, typer.Option(help="Device in the registry to run the models on")] = "host-cpu",
+    devices_file: Annotated[Path | None, typer.Option(help="devices.yaml to read")] = None,
+    max_latency_drift: Annotated[float | None, typer.Option(
+        help="Fail if the fp32 model's latency drifts more than this fraction from the bundle's figure "
+             "(only on the device the bundle was made on)")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the verification report here as JSON")] = None,
+) -> None:
+    """Re-check a bundle's checksums and manifest and re-run its models (exit 7 tampered, 5 regressed)."""
+    from edgekd.config import write_json
+    from edgekd.devices import get_device
+    from edgekd.pipeline.verify import verify as verify_bundle
+    from edgekd.ui import summary
+
+    result = verify_bundle(bundle, get_device(device, devices_file), max_latency_drift)
+    if report:
+        write_json(report, result)
+    summary(f"verified {result['name']} {result['version']} on {result['device']}", {
+        fmt: f"top-1 {m['acc']:.4f} on {result['reference_n']} reference images, agreement "
+             f"{m['top1_agreement']:.4f}, max |logit diff| {m['max_abs_logit_diff']:.2e}, {m['latency_ms']:.4f} ms"
+        for fmt, m in result["models"].items()
+    })
+    console.print("[green]bundle verified[/]")
 
 
 @app.command()

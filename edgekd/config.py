@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import ConfigError
 
@@ -54,6 +54,28 @@ class SearchConfig(_Model):
         return self
 
 
+class ExportConfig(_Model):
+    """Export, validation and packaging. These settings may change between calls of ``edgekd export``."""
+
+    formats: tuple[str, ...] = ("onnx", "onnx-int8")
+    opset: Annotated[int, Field(ge=13)] = 18
+    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    simplify: bool = True
+    calibration_images: Annotated[int, Field(ge=1)] = 256
+    reference_images: Annotated[int, Field(ge=1)] = 256
+    max_accuracy_drop: dict[str, Annotated[float, Field(ge=0)]] = {
+        "onnx": 0.0, "onnx-fp16": 0.5, "onnx-int8": 1.0, "tensorrt": 0.5, "tensorrt-fp16": 0.5, "tensorrt-int8": 1.0
+    }
+    """Largest top-1 drop from the PyTorch student, in points, per format; a larger drop fails validation."""
+    max_latency_drift: Annotated[float, Field(gt=0)] | None = None
+    """Largest |measured - predicted| / predicted latency of the fp32 model on the device; None: not checked."""
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+
 class RunConfig(_Model):
     """Everything a run needs; ``edgekd run`` with no arguments uses these defaults (the embedded digits task)."""
 
@@ -71,13 +93,17 @@ class RunConfig(_Model):
     kd: KDConfig = KDConfig()
     search: SearchConfig = SearchConfig()
     distill: TrainConfig = TrainConfig(epochs=25)
-    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    opset: Annotated[int, Field(ge=13)] = 18
+    export: ExportConfig = ExportConfig()
     version: str = "0.1.0"
 
 
-# Fields that may differ from a run's saved config without starting a new run (they only extend the work).
-EXTENDABLE = {"search.trials"}
+# Settings that may differ from a run's saved config without starting a new run: more trials only extend the
+# search, and export settings only shape what `edgekd export` writes from the finished student.
+CHANGEABLE = ("search.trials", "export.", "version")
+
+
+def _changeable(key: str) -> bool:
+    return any(key == c or (c.endswith(".") and key.startswith(c)) for c in CHANGEABLE)
 
 
 def config_path(run_dir: Path) -> Path:
@@ -106,15 +132,15 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's config: the saved one (if any) with ``overrides`` (dotted keys) applied, validated and saved.
 
-    An override that changes a saved setting other than an extendable one is an error: a resumed run must
+    An override that changes a saved setting (other than a CHANGEABLE one) is an error: a resumed run must
     keep the settings its finished work was done with.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     path = config_path(run_dir)
     saved = json.loads(path.read_text()) if path.is_file() else None
-    base = _flatten(saved) if saved else {}
+    base = _flatten(saved or RunConfig().model_dump(mode="json"))
     if saved:
-        changed = {k: (base.get(k), v) for k, v in overrides.items() if base.get(k) != v and k not in EXTENDABLE}
+        changed = {k: (base.get(k), v) for k, v in overrides.items() if base.get(k) != v and not _changeable(k)}
         if changed:
             diffs = ", ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in changed.items())
             raise ConfigError(f"{path} was made with other settings ({diffs}); use another --name for a new run")

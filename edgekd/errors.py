@@ -28,7 +28,7 @@ class DeviceError(EdgeKDError):
 
 
 class ValidationFailed(EdgeKDError):
-    """An exported model that disagrees with PyTorch beyond the allowed tolerance."""
+    """An exported model whose accuracy, agreement or latency regressed beyond the allowed limits."""
 
     exit_code = 5
 
@@ -37,3 +37,9 @@ class RunStateError(EdgeKDError):
     """A run directory that lacks the artifact a stage needs (run the earlier stage first)."""
 
     exit_code = 6
+
+
+class BundleError(EdgeKDError):
+    """A bundle that is unreadable, incomplete or tampered with (a checksum or the manifest does not match)."""
+
+    exit_code = 7

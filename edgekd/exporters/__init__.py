@@ -1,15 +1,26 @@
-"""Exporters, registered by format name: ``export(model, spec, out_dir, options) -> Path``."""
+"""Export formats, registered by name: how to write the artifact and how to run it in its own runtime.
+
+An exporter is ``export(model, spec, out_dir, options) -> Path``. ``options`` carries ``opset``,
+``exporter`` (torchscript | dynamo), ``simplify`` and, for quantized formats, ``calibration`` (float32 NCHW
+training images, already normalized). Each format also opens its artifact as a ``Runner`` (float32 NCHW batch
+in, logits out) in its target runtime, which validation and ``edgekd verify`` use.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.pipeline.arch import ArchSpec
+
+Runner = Callable[[np.ndarray], np.ndarray]
 
 
 class Exporter(Protocol):
@@ -18,21 +29,39 @@ class Exporter(Protocol):
     def __call__(self, model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path: ...
 
 
-EXPORTERS: dict[str, Exporter] = {}
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    export: Exporter
+    open: Callable[[Path, int], Runner]
+    """(artifact, CPU threads) -> a runner in the format's runtime."""
+    runtime: Callable[[], str]
+    """Name and version of that runtime, e.g. ``onnxruntime-1.32.0``."""
 
 
-def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
+FORMATS: dict[str, ExportFormat] = {}
+_BUILTIN_MODULES = ("edgekd.exporters.onnx", "edgekd.exporters.onnx_int8", "edgekd.exporters.tensorrt")
+
+
+def register_format(name: str, open: Callable[[Path, int], Runner], runtime: Callable[[], str]):
+    """Decorator registering an exporter function as format ``name``."""
+
     def deco(fn: Exporter) -> Exporter:
-        EXPORTERS[name] = fn
+        FORMATS[name] = ExportFormat(name, fn, open, runtime)
         return fn
 
     return deco
 
 
-def get_exporter(name: str) -> Exporter:
-    """The exporter registered as ``name`` (e.g. ``onnx``)."""
-    from edgekd.exporters import onnx  # noqa: F401  (registers the built-in formats)
+def get_format(name: str) -> ExportFormat:
+    """The format registered as ``name`` (``onnx``, ``onnx-fp16``, ``onnx-int8``, ``tensorrt``...)."""
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    if name not in FORMATS:
+        raise ConfigError(f"unknown export format {name!r}; available: {', '.join(sorted(FORMATS))}")
+    return FORMATS[name]
 
-    if name not in EXPORTERS:
-        raise ConfigError(f"unknown export format {name!r}; available: {sorted(EXPORTERS)}")
-    return EXPORTERS[name]
+
+def get_exporter(name: str) -> Exporter:
+    """The exporter function of format ``name``."""
+    return get_format(name).export

@@ -3,42 +3,25 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 from torch import nn
 
 from edgekd.devices import NamedDevice
-from edgekd.exporters.onnx import INPUT_NAME, export_onnx
+from edgekd.exporters.onnx import export_onnx, onnxruntime_version, open_onnx
 from edgekd.latency_models import Measurement
 from edgekd.latency_models.cache import MeasurementCache
+from edgekd.latency_models.timing import time_runner
 from edgekd.pipeline.arch import ArchSpec, build
 
-RUNTIME = f"onnxruntime-{ort.__version__}"
+RUNTIME = onnxruntime_version()
 
 
 def time_onnx(
     path: Path, input_shape: tuple[int, ...], threads: int, warmup: int, repeats: int, batch_size: int = 1
 ) -> Measurement:
-    """Median and 10th/90th percentile of ``repeats`` single runs of the ONNX model at ``path``."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {INPUT_NAME: np.random.default_rng(0).standard_normal((batch_size, *input_shape), dtype=np.float32)}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times[i] = (time.perf_counter() - start) * 1e3
-    p10, median, p90 = np.percentile(times, [10, 50, 90])
-    return Measurement(float(median), float(p10), float(p90), repeats, threads, batch_size, RUNTIME)
+    """Latency of the ONNX model at ``path`` in ONNX Runtime's CPU provider with ``threads`` threads."""
+    return time_runner(open_onnx(path, threads), input_shape, warmup, repeats, threads, RUNTIME, batch_size)
 
 
 class OnnxRuntimeLatency:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from edgekd.config import RunConfig, read_json, write_json
@@ -27,12 +28,21 @@ class RunContext:
     cfg: RunConfig
     run_dir: Path
     data: Data
-    teacher: Teacher
     device: NamedDevice
     latency: OnnxRuntimeLatency
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
+
+    @cached_property
+    def teacher(self) -> Teacher:
+        """The run's teacher, loaded (or trained, the first time) on first use."""
+        return prepare_teacher(self.cfg, self.data, self.stage_dir("teacher"))
+
+    @property
+    def has_teacher(self) -> bool:
+        """Whether the run has a teacher already (a run exporting a given checkpoint has none)."""
+        return (self.stage_dir("teacher") / "metrics.json").is_file()
 
     @property
     def space(self) -> SearchSpace:
@@ -57,10 +67,9 @@ class RunContext:
 
 
 def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
-    """Load the data, device and teacher of ``cfg`` (training the teacher if the run has none yet)."""
+    """Load the data and device of ``cfg``; the teacher is prepared when a stage first needs it."""
     run_dir = runs_root / cfg.name
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
-    teacher = prepare_teacher(cfg, data, run_dir / "teacher")
     latency = OnnxRuntimeLatency(device, cache_dir() / "latency.sqlite")
-    return RunContext(cfg, run_dir, data, teacher, device, latency)
+    return RunContext(cfg, run_dir, data, device, latency)

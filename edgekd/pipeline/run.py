@@ -12,7 +12,7 @@ from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.context import RunContext, open_run
 from edgekd.pipeline.distill import Student, distill, load_student
 from edgekd.pipeline.evaluator import KDProxyEvaluator
-from edgekd.pipeline.export import export_student
+from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
 from edgekd.pipeline.package import package
 from edgekd.pipeline.search import SearchResult, search
 from edgekd.pipeline.validate import validate
@@ -46,19 +46,36 @@ def run_distill(ctx: RunContext) -> Student:
     return student
 
 
-def run_export(ctx: RunContext) -> Path:
-    """Export, validate on the device and package the distilled student; returns the bundle path."""
+def _validation_summary(title: str, formats: dict[str, dict], teacher: dict | None, extra: dict) -> None:
+    rows: dict[str, object] = {}
+    for fmt, f in formats.items():
+        speed = f", {f['speedup_vs_teacher']:.2f}x vs teacher" if "speedup_vs_teacher" in f else ""
+        rows[fmt] = (f"top-1 {f['acc']:.4f} (drop {f['acc_drop_points']:.2f} pts), agreement "
+                     f"{f['top1_agreement']:.4f}, max |logit diff| {f['max_abs_logit_diff']:.2e}, "
+                     f"{f['latency_ms']:.4f} ms{speed}")
+    if teacher:
+        rows["teacher"] = f"top-1 {teacher['acc']:.4f}, {teacher['latency_ms']:.4f} ms"
+    summary(title, rows | extra)
+
+
+def run_validate(ctx: RunContext) -> dict:
+    """Validate the run's exported artifacts again (new limits, another device); writes validation/."""
     student = load_student(ctx.stage_dir("student"))
+    report = validate(ctx, student, exported_files(ctx))
+    _validation_summary("validate", report["formats"], report["teacher"],
+                        {"PyTorch top-1": report["pytorch"]["acc"]})
+    return report
+
+
+def run_export(ctx: RunContext, checkpoint: Path | None = None) -> Path:
+    """Export, validate on the device and package the student (or ``checkpoint``); returns the bundle path."""
+    student = adopt_checkpoint(ctx, checkpoint) if checkpoint else load_student(ctx.stage_dir("student"))
     exported = export_student(ctx, student)
-    best_path = ctx.stage_dir("search") / "best.json"
-    searched_ms = read_json(best_path)["latency_ms"] if best_path.is_file() else None
-    report = validate(ctx, student, exported, searched_ms)
+    report = validate(ctx, student, exported)
     bundle = package(ctx, student, exported, report)
-    onnx = report["formats"]["onnx"]
-    summary("export", {"ONNX held-out acc": onnx["acc"], "PyTorch held-out acc": report["pytorch"]["acc"],
-                       "max |logit diff|": onnx["max_abs_logit_diff"], "student latency ms": onnx["latency_ms"],
-                       "teacher latency ms": report["teacher"]["latency_ms"],
-                       "speed-up vs teacher": f"{onnx['speedup_vs_teacher']:.2f}x", "bundle": str(bundle)})
+    _validation_summary("export", report["formats"], report["teacher"],
+                        {"PyTorch top-1": report["pytorch"]["acc"],
+                         "latency model's figure": f"{report['predicted_latency_ms']:.4f} ms", "bundle": str(bundle)})
     return bundle
 
 

@@ -5,15 +5,18 @@ import pytest
 import torch
 
 from edgekd.exporters import get_exporter
-from edgekd.exporters.onnx import export_onnx
+from edgekd.exporters.onnx import export_onnx, open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
-from edgekd.pipeline.validate import onnx_logits
 
 OP_VARIANTS = [
     *[dict(op="mbconv", expand=e) for e in (1, 3, 6)],
     dict(op="dsconv"),
     dict(op="conv"),
 ]
+
+
+def onnx_logits(path, x: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(open_onnx(path)(x.numpy()))
 
 
 def _one_block_net(block: BlockSpec, in_channels: int = 3) -> ArchSpec:

@@ -1,0 +1,107 @@
+"""``edgekd verify``: re-check a bundle anywhere, so that CI can gate a release on it.
+
+Checks, in order: the archive reads and holds one bundle folder; manifest.json follows the schema; every file
+is listed with a matching sha256 and nothing unlisted was added; the reference sample matches the manifest's
+input shape; every bundled model, run in its runtime on the given device, still agrees with the PyTorch
+logits stored with the sample within the manifest's limits; and, where asked, its latency has not drifted.
+A broken or tampered bundle raises BundleError (exit 7), a regression ValidationFailed (exit 5).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from edgekd.devices import NamedDevice
+from edgekd.errors import BundleError, ValidationFailed
+from edgekd.pipeline.package import Manifest, sha256
+from edgekd.pipeline.validate import EXACT_FORMATS, check_format, validate_artifact
+
+
+def _extract(bundle: Path, into: Path) -> Path:
+    if not bundle.is_file():
+        raise BundleError(f"bundle not found: {bundle}")
+    try:
+        with tarfile.open(bundle, "r:gz") as tar:
+            tar.extractall(into, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"{bundle} is not a readable .tar.gz bundle: {exc}") from exc
+    folders = [p for p in into.iterdir()]
+    if len(folders) != 1 or not folders[0].is_dir():
+        raise BundleError(f"{bundle} should hold exactly one bundle folder, found {sorted(p.name for p in folders)}")
+    return folders[0]
+
+
+def _manifest(root: Path) -> Manifest:
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{root.name}/manifest.json is missing")
+    try:
+        return Manifest.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"manifest.json is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BundleError(f"manifest.json does not follow the bundle schema: {problems}") from exc
+
+
+def _check_files(root: Path, manifest: Manifest) -> None:
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"manifest.json"}
+    problems = [f"missing {name}" for name in sorted(set(manifest.files) - present)]
+    problems += [f"unlisted file {name}" for name in sorted(present - set(manifest.files))]
+    problems += [
+        f"checksum mismatch for {name}" for name in sorted(set(manifest.files) & present)
+        if sha256(root / name) != manifest.files[name]
+    ]
+    unlisted_models = [m.file for m in manifest.models.values() if m.file not in manifest.files]
+    problems += [f"model {file} is not covered by a checksum" for file in unlisted_models]
+    if problems:
+        raise BundleError(f"bundle integrity check failed: {'; '.join(problems)}")
+
+
+def _reference(root: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    with np.load(root / manifest.reference.file) as npz:
+        sample = {k: npz[k] for k in ("images", "labels", "pytorch_logits")}
+    expected = tuple(manifest.input.shape[1:])
+    if tuple(sample["images"].shape[1:]) != expected:
+        raise BundleError(
+            f"reference images have shape {tuple(sample['images'].shape[1:])} but the manifest's input is {expected}"
+        )
+    return sample
+
+
+def verify(bundle: Path, device: NamedDevice, max_latency_drift: float | None = None) -> dict[str, Any]:
+    """Verify ``bundle`` on ``device``; returns the report, or raises BundleError / ValidationFailed."""
+    with tempfile.TemporaryDirectory(prefix="edgekd-verify-") as tmp:
+        root = _extract(bundle, Path(tmp))
+        manifest = _manifest(root)
+        _check_files(root, manifest)
+        sample = _reference(root, manifest)
+        ref_acc = float((sample["pytorch_logits"].argmax(1) == sample["labels"]).mean())
+        same_device = device.fingerprint == manifest.device.get("fingerprint")
+        models = {}
+        for fmt, bundled in manifest.models.items():
+            try:
+                f = validate_artifact(fmt, root / bundled.file, sample["images"], sample["pytorch_logits"],
+                                      sample["labels"], device)
+            except (RuntimeError, ValueError) as exc:  # the runtime rejects the model or its input
+                raise BundleError(f"{bundled.file} does not run on the reference input: {exc}") from exc
+            recorded = bundled.latency_ms if same_device else None
+            drift = max_latency_drift if fmt in EXACT_FORMATS else None
+            f["recorded_latency_ms"] = recorded
+            f["failures"] = check_format(fmt, f, ref_acc, manifest.thresholds.max_accuracy_drop, recorded, drift)
+            f["passed"] = not f["failures"]
+            models[fmt] = f
+    report = {"bundle": str(bundle), "name": manifest.name, "version": manifest.version, "device": device.name,
+              "same_device_as_manifest": same_device, "reference_n": len(sample["labels"]),
+              "reference_pytorch_acc": ref_acc, "models": models, "passed": all(m["passed"] for m in models.values())}
+    if not report["passed"]:
+        bad = "; ".join(f"{fmt}: {', '.join(m['failures'])}" for fmt, m in models.items() if m["failures"])
+        raise ValidationFailed(f"{bundle.name} regressed on {device.name}: {bad}")
+    return report
