@@ -129,7 +129,7 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgeKDError as exc:
             if os.environ.get("EDGEKD_DEBUG"):
                 raise
-            error_console.print(f"[bold red]error:[/] {exc}")
+            error_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_console.print("[yellow]interrupted[/]: finished trials and epochs are kept; rerun to resume")

@@ -18,12 +18,17 @@ def fast_device() -> NamedDevice:
     return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5))
 
 
-@pytest.fixture
-def tiny_config() -> RunConfig:
-    """A whole run on synthetic 8x8 data in seconds."""
+def make_tiny_config(**fields) -> RunConfig:
+    """A whole run on synthetic 8x8 data in seconds (``fields`` override top-level settings)."""
     return RunConfig.model_validate({
         "name": "tiny", "data": "synthetic", "resolution": 8,
         "teacher_train": TrainConfig(epochs=2).model_dump(),
         "search": {"trials": 2, "proxy": {"epochs": 1}, "space_width": 0.25},
         "distill": TrainConfig(epochs=2).model_dump(),
+        **fields,
     })
+
+
+@pytest.fixture
+def tiny_config() -> RunConfig:
+    return make_tiny_config()

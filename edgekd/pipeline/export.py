@@ -18,7 +18,7 @@ from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
 from edgekd.pipeline.kd import evaluate
-from edgekd.pipeline.teacher import save_checkpoint
+from edgekd.pipeline.teacher import load_weights, save_checkpoint
 from edgekd.ui import progress
 
 FORMATS_FILE = "formats.json"
@@ -91,11 +91,7 @@ def adopt_checkpoint(ctx: RunContext, checkpoint: Path) -> Student:
             f"gives {ctx.data.input_shape} with {ctx.data.num_classes} classes (set --resolution or --data)"
         )
     model = build(arch)
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise DataError(f"the weights in {checkpoint} do not match its architecture: {first}") from exc
+    load_weights(model, state_dict, str(checkpoint))
     out = ctx.stage_dir("student")
     if (out / "arch.json").is_file() and ArchSpec.from_json((out / "arch.json").read_text()) != arch:
         raise RunStateError(f"{out} holds another student; use another --name for this checkpoint")

@@ -55,7 +55,7 @@ def _torchvision_teacher(name: str, weights: str | None, data: Data) -> nn.Modul
         model = torchvision.models.get_model(name, weights=None, num_classes=data.num_classes)
     except ValueError as exc:
         raise DataError(f"unknown torchvision model {name!r}: {exc}") from exc
-    _load_state(model, _load_file(Path(weights)), weights)
+    load_weights(model, _load_file(Path(weights)), weights)
     return model
 
 
@@ -68,12 +68,14 @@ def _load_file(path: Path):
         raise DataError(f"cannot read teacher file {path}: {exc}") from exc
 
 
-def _load_state(model: nn.Module, state: dict, where: str) -> None:
+def load_weights(model: nn.Module, state: dict, where: str) -> None:
+    """Load ``state`` strictly; a mismatch is a DataError quoting torch's first concrete complaint."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise DataError(f"weights in {where} do not fit the model: {first}") from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise DataError(f"the weights in {where} do not match the architecture: {detail[:300]}") from exc
 
 
 def _checkpoint_teacher(path: Path) -> tuple[nn.Module, ArchSpec | None]:
@@ -88,7 +90,7 @@ def _checkpoint_teacher(path: Path) -> tuple[nn.Module, ArchSpec | None]:
         raise DataError(f"{path} is neither TorchScript nor an edgekd checkpoint with 'arch' and 'state_dict'")
     arch = ArchSpec.from_dict(state["arch"])
     model = build(arch)
-    _load_state(model, state["state_dict"], str(path))
+    load_weights(model, state["state_dict"], str(path))
     return model, arch
 
 
@@ -110,7 +112,7 @@ def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path) -> Teacher:
         model = build(arch)
         weights = out_dir / "teacher.pt"
         if weights.is_file():
-            _load_state(model, _load_file(weights)["state_dict"], str(weights))
+            load_weights(model, _load_file(weights)["state_dict"], str(weights))
         else:
             _train_teacher(model, cfg, data, out_dir)
             save_checkpoint(weights, model, arch)

@@ -1,0 +1,129 @@
+"""Every export format runs in its own runtime and agrees with the PyTorch student it came from."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgekd.config import TrainConfig
+from edgekd.errors import ConfigError, DeviceError
+from edgekd.exporters import get_format
+from edgekd.exporters.onnx import export_onnx
+from edgekd.exporters.tensorrt import require_tensorrt
+from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
+from edgekd.pipeline.data import load_data
+from edgekd.pipeline.kd import train
+from edgekd.pipeline.validate import compare, run_batched
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small student really trained on synthetic data, with its held-out images, labels and PyTorch logits."""
+    data = load_data("synthetic", resolution=12)
+    spec = ArchSpec(
+        resolution=12, in_channels=3, num_classes=10, stem_channels=8, head_channels=32,
+        blocks=(BlockSpec(op="mbconv", kernel=3, expand=3, out_channels=16, stride=2, se_ratio=0.25),
+                BlockSpec(op="dsconv", kernel=5, out_channels=16, residual=True),
+                BlockSpec(op="conv", kernel=3, out_channels=24, stride=2)),
+    )
+    torch.manual_seed(0)
+    model = build(spec)
+    train(model, data, TrainConfig(epochs=12, lr=5e-3))
+    model.eval()
+    images, labels = (t.numpy() for t in data.tensors("val"))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images)).numpy()
+    calibration = data.tensors("train")[0][:128].numpy()
+    return model, spec, images, labels, ref, calibration
+
+
+def _export(fmt, trained, tmp_path, **options):
+    model, spec, images, labels, ref, calibration = trained
+    path = get_format(fmt).export(model, spec, tmp_path, {"calibration": calibration, **options})
+    logits = run_batched(get_format(fmt).open(path, 1), images)
+    return path, logits, compare(logits, ref, labels)
+
+
+def test_the_student_learned_something(trained):
+    *_, labels, ref, _ = trained
+    assert (ref.argmax(1) == labels).mean() > 0.9  # else agreement tests below would prove little
+
+
+def test_onnx_fp32_is_simplified_and_matches_pytorch(trained, tmp_path):
+    path, _, m = _export("onnx", trained, tmp_path, opset=17)
+    assert m["max_abs_logit_diff"] <= 1e-4 and m["top1_agreement"] == 1.0
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 17
+    raw = onnx.load(export_onnx(trained[0], trained[1].input_shape, tmp_path / "raw.onnx", simplify=False))
+    assert len(model.graph.node) < len(raw.graph.node)  # onnxslim folded something away
+
+
+def test_onnx_fp16_halves_the_weights_and_keeps_fp32_io(trained, tmp_path):
+    fp32, _, _ = _export("onnx", trained, tmp_path)
+    path, _, m = _export("onnx-fp16", trained, tmp_path)
+    model = onnx.load(path)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    float_inits = [i for i in model.graph.initializer if i.data_type in floats]
+    assert all(i.data_type == onnx.TensorProto.FLOAT16 for i in float_inits)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert path.stat().st_size < 0.7 * fp32.stat().st_size
+    assert m["max_abs_logit_diff"] <= 0.05 and m["top1_agreement"] >= 0.98
+
+
+def test_onnx_int8_is_per_channel_qdq_and_its_accuracy_cost_is_measured(trained, tmp_path):
+    path, logits, m = _export("onnx-int8", trained, tmp_path)
+    model = onnx.load(path)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {i.name: i for i in model.graph.initializer}
+    weight_scales = [
+        onnx.numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+    assert weight_scales and any(s.size > 1 for s in weight_scales)  # per-channel weight scales
+    *_, labels, ref, _ = trained
+    torch_acc = float((ref.argmax(1) == labels).mean())
+    assert m["acc"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
+    assert m["max_abs_logit_diff"] > 0  # quantization changes the logits: the cost is real and measured
+    assert torch_acc - m["acc"] <= 0.02 and m["top1_agreement"] >= 0.95
+
+
+def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path):
+    model, spec, *_ = trained
+    with pytest.raises(ConfigError, match="calibration"):
+        get_format("onnx-int8").export(model, spec, tmp_path, {})
+
+
+def test_unknown_format_names_the_available_ones():
+    with pytest.raises(ConfigError, match="onnx-int8"):
+        get_format("tflite")
+
+
+def _tensorrt_missing() -> str | None:
+    try:
+        require_tensorrt()
+    except DeviceError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.skipif(_tensorrt_missing() is None, reason="TensorRT and a GPU are present")
+@pytest.mark.parametrize("fmt", ["tensorrt", "tensorrt-fp16", "tensorrt-int8"])
+def test_tensorrt_without_tensorrt_or_gpu_is_a_clear_error(trained, tmp_path, fmt):
+    model, spec, *_ = trained
+    with pytest.raises(DeviceError, match=r"TensorRT is not installed|no NVIDIA GPU"):
+        get_format(fmt).export(model, spec, tmp_path, {})
+
+
+@pytest.mark.skipif(_tensorrt_missing() is not None, reason=f"{_tensorrt_missing()}")
+@pytest.mark.parametrize("fmt, max_diff, min_agreement", [
+    ("tensorrt", 1e-4, 1.0), ("tensorrt-fp16", 0.05, 0.98), ("tensorrt-int8", None, 0.9)])
+def test_tensorrt_engine_runs_on_the_gpu_and_agrees(trained, tmp_path, fmt, max_diff, min_agreement):
+    path, _, m = _export(fmt, trained, tmp_path)
+    assert path.suffix == ".plan"
+    assert m["top1_agreement"] >= min_agreement
+    if max_diff is not None:
+        assert m["max_abs_logit_diff"] <= max_diff
+    assert np.isfinite(m["max_abs_logit_diff"])

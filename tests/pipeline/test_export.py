@@ -1,0 +1,95 @@
+"""Search-free packaging from a checkpoint, its input checks, and validation limits through the CLI."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.config import TrainConfig
+from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
+from edgekd.pipeline.data import load_data
+from edgekd.pipeline.kd import train
+from edgekd.pipeline.teacher import save_checkpoint
+
+runner = CliRunner()
+DATA = ["--data", "synthetic", "--resolution", "8"]
+
+
+def _arch(resolution: int = 8, width: int = 16) -> ArchSpec:
+    return ArchSpec(resolution=resolution, in_channels=3, num_classes=10, stem_channels=8, head_channels=32,
+                    blocks=(BlockSpec(op="mbconv", kernel=3, expand=3, out_channels=width, stride=2),
+                            BlockSpec(op="dsconv", kernel=3, out_channels=width, residual=True)))
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    arch = _arch()
+    model = build(arch)
+    train(model, load_data("synthetic", resolution=8), TrainConfig(epochs=6, lr=5e-3))
+    path = tmp_path / "release" / "student.pt"
+    save_checkpoint(path, model, arch)
+    return path
+
+
+def test_a_checkpoint_is_exported_validated_packaged_and_verified_without_search(tmp_path, checkpoint):
+    runs = tmp_path / "runs"
+    args = ["export", "--name", "rel", "--runs-dir", str(runs), *DATA, "--checkpoint", str(checkpoint),
+            "--formats", "onnx,onnx-fp16"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = runs / "rel"
+    assert not (run / "teacher").exists() and not (run / "search").exists()  # nothing trained or searched
+    report = json.loads((run / "validation/report.json").read_text())
+    assert report["teacher"] is None and set(report["formats"]) == {"onnx", "onnx-fp16"}
+    assert report["formats"]["onnx"]["acc"] == report["pytorch"]["acc"] > 0.5
+    bundle = run / "bundle" / "rel-0.1.0.tar.gz"
+    assert runner.invoke(app, ["verify", str(bundle)]).exit_code == 0
+
+
+def test_a_state_dict_with_arch_json_beside_it_is_accepted(tmp_path, checkpoint):
+    state = torch.load(checkpoint, weights_only=True)
+    bare = tmp_path / "bare" / "weights.pt"
+    bare.parent.mkdir()
+    torch.save(state["state_dict"], bare)
+    (bare.parent / "arch.json").write_text(ArchSpec.from_dict(state["arch"]).to_json())
+    args = ["export", "--name", "bare", "--runs-dir", str(tmp_path / "runs"), *DATA, "--checkpoint", str(bare),
+            "--formats", "onnx"]
+    assert runner.invoke(app, args).exit_code == 0
+
+
+@pytest.mark.parametrize("case, message", [
+    ("arch.json does not fit the weights", "do not match the architecture: size mismatch"),
+    ("no arch.json", "has no arch.json beside it"),
+    ("other input size", "takes input (3, 12, 12)"),
+    ("no file", "checkpoint not found"),
+])
+def test_bad_checkpoints_are_clear_errors_with_exit_3(tmp_path, checkpoint, case, message):
+    state = torch.load(checkpoint, weights_only=True)
+    path = tmp_path / "bad" / "weights.pt"
+    path.parent.mkdir()
+    if case == "arch.json does not fit the weights":
+        torch.save(state["state_dict"], path)
+        (path.parent / "arch.json").write_text(_arch(width=24).to_json())
+    elif case == "no arch.json":
+        torch.save(state["state_dict"], path)
+    elif case == "other input size":
+        save_checkpoint(path, build(_arch(resolution=12)), _arch(resolution=12))
+    args = ["export", "--name", "bad", "--runs-dir", str(tmp_path / "runs"), *DATA, "--checkpoint", str(path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3 and message in result.output, result.output
+
+
+def test_validate_turns_a_broken_limit_into_exit_5_with_the_report_written(tmp_path, checkpoint):
+    runs = tmp_path / "runs"
+    base = ["--name", "rel", "--runs-dir", str(runs)]
+    assert runner.invoke(app, ["export", *base, *DATA, "--checkpoint", str(checkpoint), "--formats", "onnx"]
+                         ).exit_code == 0
+    result = runner.invoke(app, ["validate", *base, "--max-latency-drift", "1e-9"])
+    assert result.exit_code == 5 and "drifts" in result.output
+    assert "FAIL: latency" in (runs / "rel/validation/report.md").read_text()
+    assert runner.invoke(app, ["validate", *base, "--max-latency-drift", "1000"]).exit_code == 0
+    result = runner.invoke(app, ["validate", *base, "--max-accuracy-drop", "onnx"])
+    assert result.exit_code == 2 and "FORMAT=NUMBER" in result.output
