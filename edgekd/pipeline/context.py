@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from edgekd.config import RunConfig, read_json, write_json
+from edgekd.config import RunConfig, config_path, read_json, write_json
 from edgekd.devices import NamedDevice, get_device
 from edgekd.latency_models.onnxruntime_local import OnnxRuntimeLatency
 from edgekd.pipeline.data import Data, load_data
@@ -69,6 +69,8 @@ class RunContext:
 def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
     """Load the data and device of ``cfg``; the teacher is prepared when a stage first needs it."""
     run_dir = runs_root / cfg.name
+    if not config_path(run_dir).is_file():  # the Python API skips resolve_config; a run always records its config
+        write_json(config_path(run_dir), cfg.model_dump(mode="json"))
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
     latency = OnnxRuntimeLatency(device, cache_dir() / "latency.sqlite")
