@@ -62,9 +62,10 @@ def mobilenet_student(epochs: int):
 
 def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path) -> dict:
     """Latency and held-out accuracy of ``model`` in PyTorch eager, ONNX Runtime fp32 and int8."""
-    from edgekd.exporters.onnx import export_onnx, open_onnx
+    from edgekd.exporters.onnx import export_onnx
     from edgekd.exporters.onnx_int8 import quantize_int8
     from edgekd.latency_models.timing import time_runner
+    from edgekd.ort import open_onnx
     from edgekd.pipeline.validate import run_batched
 
     torch.set_num_threads(1)  # the same single thread ONNX Runtime gets

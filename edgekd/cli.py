@@ -232,12 +232,76 @@ def verify(
     console.print("[green]bundle verified[/]")
 
 
-@app.command()
+devices_app = typer.Typer(help="The device registry: list it, check a device.", invoke_without_command=True)
+app.add_typer(devices_app, name="devices")
+DevicesFile = Annotated[Path | None, typer.Option(help="devices.yaml to read [default: ./devices.yaml, else shipped]")]
+
+
+@devices_app.callback()
 @handles_errors
-def devices(devices_file: Annotated[Path | None, typer.Option(help="devices.yaml to read")] = None) -> None:
-    """List the devices of the registry."""
+def devices(ctx: typer.Context, devices_file: DevicesFile = None) -> None:
+    """List the devices of the registry (`edgekd devices check NAME` checks one)."""
+    if ctx.invoked_subcommand:
+        return
     from edgekd.devices import load_devices, registry_path
     from edgekd.ui import summary
 
     table = {name: f"{d.spec.kind}: {d.spec.description}" for name, d in load_devices(devices_file).items()}
     summary(f"devices in {registry_path(devices_file)}", table)
+
+
+@devices_app.command("check")
+@handles_errors
+def devices_check(name: Annotated[str, typer.Argument(help="Device name")], devices_file: DevicesFile = None) -> None:
+    """Say whether a device is reachable and ready (runtime present, binary found, GPU present); exit 4 if not."""
+    from edgekd.devices import get_device
+    from edgekd.errors import DeviceError
+    from edgekd.pipeline.profile import check_device
+    from edgekd.ui import summary
+
+    rows = check_device(get_device(name, devices_file))
+    summary(f"device {name}", {what: ("ok: " if ok else "NOT READY: ") + detail for what, ok, detail in rows})
+    if not all(ok for _, ok, _ in rows):
+        raise DeviceError(f"device {name!r} is not ready")
+    console.print(f"[green]device {name} is ready[/]")
+
+
+@app.command()
+@handles_errors
+def profile(
+    device: Annotated[str, typer.Option(help="Device to measure (a name in devices.yaml)")] = "host-cpu",
+    devices_file: DevicesFile = None,
+    archs: Annotated[int, typer.Option(help="Random architectures measured to fit the predictors")] = 300,
+    heldout: Annotated[int, typer.Option(help="Further architectures the predictors are scored on")] = 100,
+    kind: Annotated[str, typer.Option(help="Predictor to choose: flops | lut | learned")] = "learned",
+    data: Annotated[str, typer.Option(help="Data whose input shape the architectures take")] = "digits",
+    resolution: Annotated[int | None, typer.Option(help="Input resolution [default: the data's own]")] = None,
+    space: Annotated[str, typer.Option(help="Search space preset")] = "mnas",
+    space_width: Annotated[float, typer.Option(help="Channel scale of the search space")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the architecture sample")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for the predictor files and the report")] = Path("predictors"),
+) -> None:
+    """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
+    from edgekd.devices import get_device
+    from edgekd.latency_models.measured import MeasuredLatency
+    from edgekd.latency_models.predictors import KINDS
+    from edgekd.pipeline.context import cache_dir
+    from edgekd.pipeline.data import load_data
+    from edgekd.pipeline.profile import profile_device
+    from edgekd.pipeline.space import make_space
+    from edgekd.ui import summary
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"--kind must be one of {KINDS}")
+    d = load_data(data, seed, resolution)
+    c, res, _ = d.input_shape
+    latency = MeasuredLatency(get_device(device, devices_file), cache_dir() / "latency.sqlite")
+    report = profile_device(latency, make_space(space, res, c, d.num_classes, space_width), archs, heldout, kind,
+                            out, seed)
+    summary(f"{device}: {report['n_heldout']} held-out architectures", {
+        k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
+           f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction ({r['speedup']:.0f}x cheaper)"
+        for k, r in report["predictors"].items()
+    })
+    console.print(f"saved {report['chosen_file']}; use it with a devices.yaml entry `kind: predictor` and "
+                  f"`file: {report['chosen_file']}`")

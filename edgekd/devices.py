@@ -19,21 +19,82 @@ from edgekd.errors import ConfigError
 SHIPPED_REGISTRY = Path(__file__).with_name("devices.yaml")
 
 
-class LocalDevice(BaseModel):
-    """ONNX Runtime's CPU provider on this host."""
-
+class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["local"] = "local"
     description: str = ""
-    threads: Annotated[int, Field(ge=1, le=256)] = 1
     warmup: Annotated[int, Field(ge=0)] = 20
     repeats: Annotated[int, Field(ge=3)] = 100
     batch_size: Annotated[int, Field(ge=1)] = 1
+    threads: Annotated[int, Field(ge=1, le=256)] = 1
 
 
-Device = LocalDevice
-"""One registry entry; more kinds (ssh, adb, tensorrt, predictor) join this union as they are built."""
+class LocalDevice(_Entry):
+    """ONNX Runtime's CPU provider on this host, each measurement in a fresh process."""
+
+    kind: Literal["local"] = "local"
+    affinity: list[Annotated[int, Field(ge=0)]] | None = None
+    """CPU ids the measuring process is pinned to (Linux); None: no pinning."""
+    processes: Annotated[int, Field(ge=1)] = 3
+    """Fresh processes per measurement, run at different moments; the latency is the lowest of their medians
+    (on a shared machine the level moves by up to 2x over seconds)."""
+
+
+class SshDevice(_Entry):
+    """A board reached with the system OpenSSH client; ``command`` benchmarks the copied model there."""
+
+    kind: Literal["ssh"]
+    host: str
+    """ssh destination: a host name, user@host, or an alias from ~/.ssh/config (keys, ProxyJump...)."""
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    identity_file: str | None = None
+    ssh_options: list[str] = []
+    """Extra ``-o`` options, e.g. ["StrictHostKeyChecking=accept-new"]."""
+    remote_dir: str = "/tmp/edgekd"
+    command: str
+    """Run on the device; {model}, {warmup}, {repeats}, {threads}, {batch} and {shape} (e.g. 1x3x32x32) are
+    filled in, e.g. ``trtexec --onnx={model} --iterations={repeats}`` or an ONNX Runtime benchmark."""
+    pattern: str
+    """Regular expression on the command's output whose first group is the latency (median where it has one)."""
+    unit: Literal["ms", "us", "s"] = "ms"
+    timeout_s: Annotated[float, Field(gt=0)] = 300
+
+
+class AdbDevice(_Entry):
+    """An Android phone over adb: the model is pushed and a benchmark binary on the phone runs it."""
+
+    kind: Literal["adb"]
+    serial: str | None = None
+    """adb serial (``adb devices``); needed when several phones are attached."""
+    tool: Literal["onnxruntime_perf_test", "benchmark_model"]
+    binary: str
+    """Path of the tool on the phone, e.g. /data/local/tmp/onnxruntime_perf_test."""
+    remote_dir: str = "/data/local/tmp/edgekd"
+    timeout_s: Annotated[float, Field(gt=0)] = 300
+
+
+class TensorRTDevice(_Entry):
+    """The local NVIDIA GPU through TensorRT's Python API (extra ``tensorrt``)."""
+
+    kind: Literal["tensorrt"]
+    precision: Literal["fp32", "fp16"] = "fp16"
+
+
+class PredictorDevice(_Entry):
+    """A latency predictor file (``edgekd profile`` writes one) standing in for a device that is not at hand.
+
+    The timing settings apply where edgekd still runs a model on this host (validating exported files)."""
+
+    kind: Literal["predictor"]
+    file: str
+    """Predictor file, relative to the devices.yaml that names it."""
+
+
+KINDS = ("local", "ssh", "adb", "tensorrt", "predictor")
+Device = Annotated[
+    LocalDevice | SshDevice | AdbDevice | TensorRTDevice | PredictorDevice, Field(discriminator="kind")
+]
+"""One registry entry; ``kind`` selects the schema."""
 
 
 class NamedDevice(BaseModel):
@@ -81,12 +142,17 @@ def load_devices(path: Path | None = None) -> dict[str, NamedDevice]:
             for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
-    return {name: NamedDevice(name=name, spec=spec) for name, spec in registry.devices.items()}
+    devices = {}
+    for name, spec in registry.devices.items():
+        if isinstance(spec, PredictorDevice):
+            spec = spec.model_copy(update={"file": str((path.parent / spec.file).resolve())})
+        devices[name] = NamedDevice(name=name, spec=spec)
+    return devices
 
 
 def _where(loc: tuple) -> str:
     if len(loc) >= 2 and loc[0] == "devices":
-        device, field = loc[1], ".".join(str(p) for p in loc[2:] if p != "local")
+        device, field = loc[1], ".".join(str(p) for p in loc[2:] if p not in KINDS)
         return f"device {device!r}" + (f", field {field!r}" if field else "")
     return "field " + ".".join(map(str, loc))
 

@@ -15,7 +15,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fast_device() -> NamedDevice:
-    return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5))
+    return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5, processes=1))
 
 
 def make_tiny_config(**fields) -> RunConfig:

@@ -16,6 +16,10 @@ def test_shipped_registry_has_the_host_cpu():
         ("devices:\n  pi:\n    kind: local\n    threads: two\n", r"device 'pi', field 'threads'"),
         ("devices:\n  pi:\n    kind: local\n    repeats: 1\n", r"device 'pi', field 'repeats'.*greater than or equal"),
         ("devices:\n  pi:\n    kind: toaster\n", r"device 'pi'.*kind"),
+        ("devices:\n  pi:\n    kind: ssh\n    host: pi\n    pattern: x\n", r"device 'pi', field 'command': Field required"),
+        ("devices:\n  ph:\n    kind: adb\n    tool: perf\n    binary: /b\n", r"device 'ph', field 'tool'"),
+        ("devices:\n  p:\n    kind: predictor\n", r"device 'p', field 'file': Field required"),
+        ("devices:\n  g:\n    kind: tensorrt\n    precision: int4\n", r"device 'g', field 'precision'"),
         ("devices: [\n", r"not valid YAML"),
     ],
 )
@@ -32,3 +36,17 @@ def test_unknown_device_name_lists_the_known_ones(tmp_path):
     path.write_text("devices:\n  a:\n    kind: local\n")
     with pytest.raises(ConfigError, match=r"unknown device 'b'.*\['a'\]"):
         get_device("b", path)
+
+
+def test_the_shipped_examples_are_valid_entries(tmp_path):
+    """The commented examples in the shipped devices.yaml parse as they would once uncommented."""
+    from edgekd.devices import SHIPPED_REGISTRY
+
+    lines = SHIPPED_REGISTRY.read_text().splitlines()
+    start = lines.index("# Realistic examples; copy one into your own devices.yaml and adapt it.")
+    examples = [line[1:] for line in lines[start + 1 :] if line.startswith("#  ")]
+    path = tmp_path / "devices.yaml"
+    path.write_text("devices:\n" + "\n".join(examples) + "\n")
+    devices = load_devices(path)
+    assert {d.spec.kind for d in devices.values()} == {"ssh", "adb", "tensorrt", "predictor"}
+    assert devices["pixel7-predicted"].spec.file == str(tmp_path / "predictors" / "pixel7-lut.json")

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 from torch import nn
 
 from edgekd.errors import ConfigError
+from edgekd.ort import Runner
 from edgekd.pipeline.arch import ArchSpec
 
-Runner = Callable[[np.ndarray], np.ndarray]
+__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "get_exporter", "get_format", "register_format"]
 
 
 class Exporter(Protocol):

@@ -1,6 +1,6 @@
 """ONNX export (``onnx`` fp32, ``onnx-fp16``): dynamic batch axis, onnxslim simplification, onnx checker.
 
-Both formats run in ONNX Runtime, through ``ort_session`` (shared with the ``local`` latency measurements).
+Both formats run in ONNX Runtime (edgekd.ort, shared with the latency measurements).
 """
 
 from __future__ import annotations
@@ -10,18 +10,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
-from edgekd.exporters import Runner, register_format
+from edgekd.exporters import register_format
+from edgekd.ort import INPUT_NAME, OUTPUT_NAME, onnxruntime_version, open_onnx
 from edgekd.pipeline.arch import ArchSpec
 
 DEFAULT_OPSET = 18
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 ONNX_EXPORTERS = ("torchscript", "dynamo")
 
 
@@ -64,26 +62,6 @@ def export_onnx(
     onnx.checker.check_model(str(tmp), full_check=True)
     tmp.replace(path)
     return path
-
-
-def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads, sequential execution, all optimizations."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def open_onnx(path: Path, threads: int = 1) -> Runner:
-    """A runner of the ONNX model at ``path`` in ONNX Runtime."""
-    session = ort_session(path, threads)
-    return lambda x: session.run(None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
-def onnxruntime_version() -> str:
-    return f"onnxruntime-{ort.__version__}"
 
 
 def fp32_onnx(model: nn.Module, spec: ArchSpec, path: Path, options: dict[str, Any]) -> Path:

@@ -24,7 +24,8 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.exporters import register_format
-from edgekd.exporters.onnx import INPUT_NAME, fp32_onnx, onnxruntime_version, open_onnx
+from edgekd.exporters.onnx import fp32_onnx
+from edgekd.ort import INPUT_NAME, onnxruntime_version, open_onnx
 from edgekd.pipeline.arch import ArchSpec
 
 CALIBRATION_BATCH = 32

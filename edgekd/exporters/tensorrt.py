@@ -20,8 +20,9 @@ from torch import nn
 
 from edgekd.errors import DeviceError
 from edgekd.exporters import Runner, register_format
-from edgekd.exporters.onnx import INPUT_NAME, OUTPUT_NAME, fp32_onnx
+from edgekd.exporters.onnx import fp32_onnx
 from edgekd.exporters.onnx_int8 import quantize_int8
+from edgekd.ort import INPUT_NAME, OUTPUT_NAME
 from edgekd.pipeline.arch import ArchSpec
 
 MAX_BATCH = 256

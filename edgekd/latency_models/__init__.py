@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from edgekd.pipeline.arch import ArchSpec
+if TYPE_CHECKING:  # the measuring process imports Measurement without torch
+    from edgekd.devices import NamedDevice
+    from edgekd.pipeline.arch import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,10 @@ class Measurement:
     threads: int
     batch_size: int
     runtime: str
+    affinity: list[int] | None = None
+    """CPU ids the measuring process was pinned to (None: not pinned)."""
+    process_medians_ms: list[float] | None = None
+    """Per-process medians where the latency is the best of several fresh processes (see LocalDevice)."""
 
     @property
     def spread_ms(self) -> float:
@@ -31,3 +38,14 @@ class LatencyModel(Protocol):
     def latency_ms(self, spec: ArchSpec) -> float: ...
 
     def latency_many(self, specs: list[ArchSpec]) -> list[float]: ...
+
+
+def make_latency_model(device: NamedDevice, cache_path: Path) -> LatencyModel:
+    """The LatencyModel of a registry device: measured on it, or predicted by its predictor file."""
+    from edgekd.devices import PredictorDevice
+    from edgekd.latency_models.measured import MeasuredLatency
+    from edgekd.latency_models.predictors import PredictedLatency, load_predictor
+
+    if isinstance(device.spec, PredictorDevice):
+        return PredictedLatency(load_predictor(Path(device.spec.file)))
+    return MeasuredLatency(device, cache_path)

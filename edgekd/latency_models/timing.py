@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from edgekd.exporters import Runner
 from edgekd.latency_models import Measurement
+from edgekd.ort import Runner
 
 
 def time_runner(

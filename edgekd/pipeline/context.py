@@ -9,7 +9,9 @@ from pathlib import Path
 
 from edgekd.config import RunConfig, config_path, read_json, write_json
 from edgekd.devices import NamedDevice, get_device
-from edgekd.latency_models.onnxruntime_local import OnnxRuntimeLatency
+from edgekd.errors import ConfigError
+from edgekd.latency_models import LatencyModel, make_latency_model
+from edgekd.latency_models.predictors import PredictedLatency
 from edgekd.pipeline.data import Data, load_data
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace, make_space
@@ -29,7 +31,7 @@ class RunContext:
     run_dir: Path
     data: Data
     device: NamedDevice
-    latency: OnnxRuntimeLatency
+    latency: LatencyModel
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -52,7 +54,12 @@ class RunContext:
     def teacher_latency_ms(self) -> float:
         """The teacher's median latency on the run's device (measured once per device setting)."""
         path = self.stage_dir("teacher") / f"latency-{self.device.fingerprint}.json"
-        if not path.is_file():
+        if not path.is_file() and isinstance(self.latency, PredictedLatency):
+            if self.teacher.arch is None:
+                raise ConfigError(f"device {self.device.name!r} predicts latency from edgekd architectures, and the "
+                                  f"teacher {self.teacher.source} has none: give --target-ms")
+            write_json(path, {"median_ms": self.latency.latency_ms(self.teacher.arch), "predicted": True})
+        elif not path.is_file():
             m = self.latency.measure_model(self.teacher.model, self.data.input_shape)
             write_json(path, {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms, "runtime": m.runtime})
         return read_json(path)["median_ms"]
@@ -73,5 +80,5 @@ def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
         write_json(config_path(run_dir), cfg.model_dump(mode="json"))
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
-    latency = OnnxRuntimeLatency(device, cache_dir() / "latency.sqlite")
+    latency = make_latency_model(device, cache_dir() / "latency.sqlite")
     return RunContext(cfg, run_dir, data, device, latency)

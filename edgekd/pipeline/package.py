@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgekd.config import write_json
-from edgekd.exporters.onnx import INPUT_NAME, OUTPUT_NAME
+from edgekd.ort import INPUT_NAME, OUTPUT_NAME
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
 from edgekd.pipeline.validate import LOGIT_TOLERANCE, reference_sample

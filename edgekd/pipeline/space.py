@@ -42,6 +42,15 @@ class SearchSpace:
 
     name = ""
     choices: dict[str, tuple[Any, ...]]
+    resolution: int
+    in_channels: int
+    num_classes: int
+    width: float
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the space an architecture (or a predictor) belongs to."""
+        return {"name": self.name, "resolution": self.resolution, "in_channels": self.in_channels,
+                "num_classes": self.num_classes, "width": self.width}
 
     def decode(self, choices: Choices) -> ArchSpec:
         raise NotImplementedError

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from edgekd.exporters import get_exporter
-from edgekd.exporters.onnx import export_onnx, open_onnx
+from edgekd.exporters.onnx import export_onnx
+from edgekd.ort import open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 
 OP_VARIANTS = [

@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from edgekd.config import KDConfig, TrainConfig
-from edgekd.latency_models.onnxruntime_local import OnnxRuntimeLatency
+from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.data import load_data
 from edgekd.pipeline.evaluator import KDProxyEvaluator
 from edgekd.pipeline.reward import Reward
@@ -31,7 +31,7 @@ def setup(tmp_path, fast_device, tiny_config):
     data = load_data("synthetic", resolution=8)
     space = make_space("mnas", 8, 3, 10, width=0.25)
     proxy = KDProxyEvaluator(data, None, TrainConfig(epochs=1), KDConfig(alpha=0.0))
-    latency = OnnxRuntimeLatency(fast_device, tmp_path / "lat.sqlite")
+    latency = MeasuredLatency(fast_device, tmp_path / "lat.sqlite")
     return tiny_config, space, proxy, latency, Reward(1.0), tmp_path / "search"
 
 

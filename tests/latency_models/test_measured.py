@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from edgekd.latency_models import onnxruntime_local
 from edgekd.latency_models.flops import count_macs_params
-from edgekd.latency_models.onnxruntime_local import OnnxRuntimeLatency
+from edgekd.latency_models.local import LocalBackend
+from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.arch import build
 from edgekd.pipeline.space import make_space
 
@@ -16,22 +16,29 @@ def specs():
 
 
 def test_measurement_is_recorded_with_its_conditions(tmp_path, fast_device, specs):
-    m = OnnxRuntimeLatency(fast_device, tmp_path / "lat.sqlite").measure(specs[0])
+    m = MeasuredLatency(fast_device, tmp_path / "lat.sqlite").measure(specs[0])
     assert 0 < m.p10_ms <= m.median_ms <= m.p90_ms
     assert (m.repeats, m.threads, m.batch_size) == (5, 1, 1)
-    assert m.runtime.startswith("onnxruntime-")
+    assert m.runtime.startswith("onnxruntime-") and m.affinity is None
+
+
+def test_a_pinned_measurement_runs_in_its_own_process_on_the_asked_cpus(tmp_path, fast_device, specs):
+    pinned = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"affinity": [0]})})
+    m = MeasuredLatency(pinned, tmp_path / "lat.sqlite").measure(specs[0])
+    assert m.affinity == [0] and m.median_ms > 0
 
 
 def test_cache_hits_across_instances_and_misses_on_runtime_change(tmp_path, fast_device, specs, monkeypatch):
     cache = tmp_path / "lat.sqlite"
-    first = OnnxRuntimeLatency(fast_device, cache).measure(specs[0])
+    first = MeasuredLatency(fast_device, cache).measure(specs[0])
     calls = []
-    real = onnxruntime_local.time_onnx
-    monkeypatch.setattr(onnxruntime_local, "time_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert OnnxRuntimeLatency(fast_device, cache).measure(specs[0]) == first
+    real = LocalBackend.measure_onnx
+    monkeypatch.setattr(LocalBackend, "measure_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert MeasuredLatency(fast_device, cache).measure(specs[0]) == first
     assert calls == []
-    monkeypatch.setattr(onnxruntime_local, "RUNTIME", "onnxruntime-0.0.0-other")
-    OnnxRuntimeLatency(fast_device, cache).measure(specs[0])
+    other = MeasuredLatency(fast_device, cache)
+    other.backend.runtime = "onnxruntime-0.0.0-other"  # as after an upgrade of ONNX Runtime
+    other.measure(specs[0])
     assert calls == [1]
 
 
@@ -48,7 +55,7 @@ def test_bigger_network_is_slower_and_has_more_macs(tmp_path, fast_device):
     big = space.decode({**base, **{f"s{i}_layers": 1 for i in range(7)}, **{f"s{i}_op": "mbconv_e6" for i in range(7)},
                         **{f"s{i}_width": 1.25 for i in range(7)}})
     device = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"repeats": 30})})
-    lat = OnnxRuntimeLatency(device, tmp_path / "lat.sqlite")
+    lat = MeasuredLatency(device, tmp_path / "lat.sqlite")
     assert lat.latency_ms(big) > 1.5 * lat.latency_ms(small)
     assert count_macs_params(build(big), big.input_shape)[0] > 3 * count_macs_params(build(small), small.input_shape)[0]
 

@@ -1,0 +1,89 @@
+"""Measured latency: each architecture exported to ONNX and timed on its device, cached on disk."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from torch import nn
+
+from edgekd.devices import AdbDevice, LocalDevice, NamedDevice, SshDevice, TensorRTDevice
+from edgekd.errors import DeviceError
+from edgekd.exporters.onnx import export_onnx
+from edgekd.latency_models import Measurement
+from edgekd.latency_models.cache import MeasurementCache
+from edgekd.pipeline.arch import ArchSpec, build
+
+
+class Backend(Protocol):
+    """How one device kind times an ONNX file, and says whether it is ready."""
+
+    runtime: str
+
+    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement: ...
+
+    def check(self) -> list[tuple[str, bool, str]]: ...
+
+
+def backend_for(device: NamedDevice) -> Backend:
+    """The measuring backend of a device entry; DeviceError for kinds that cannot measure (predictors)."""
+    from edgekd.latency_models.adb import AdbBackend
+    from edgekd.latency_models.local import LocalBackend
+    from edgekd.latency_models.ssh import SshBackend
+    from edgekd.latency_models.tensorrt_gpu import TensorRTBackend
+
+    spec = device.spec
+    if isinstance(spec, LocalDevice):
+        return LocalBackend(spec)
+    if isinstance(spec, SshDevice):
+        return SshBackend(spec)
+    if isinstance(spec, AdbDevice):
+        return AdbBackend(spec)
+    if isinstance(spec, TensorRTDevice):
+        return TensorRTBackend(spec)
+    raise DeviceError(f"device {device.name!r} is a {spec.kind}: it predicts latency and cannot measure it")
+
+
+class MeasuredLatency:
+    """LatencyModel of a measurable device: export each architecture to ONNX and time it, caching on disk."""
+
+    def __init__(self, device: NamedDevice, cache_path: Path) -> None:
+        self.device = device
+        self.backend = backend_for(device)
+        self.cache = MeasurementCache(cache_path)
+
+    def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Measurement:
+        """Time any module (a torchvision teacher, say) on this device; not cached."""
+        with tempfile.TemporaryDirectory(prefix="edgekd-lat-") as tmp:
+            return self.measure_onnx(export_onnx(model, input_shape, Path(tmp) / "model.onnx"), input_shape)
+
+    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
+        return self.backend.measure_onnx(path, input_shape)
+
+    def measure(self, spec: ArchSpec) -> Measurement:
+        """The cached measurement of ``spec``, measuring it first if needed."""
+        return self.measure_many([spec])[0]
+
+    def measure_many(self, specs: list[ArchSpec]) -> list[Measurement]:
+        """Measurements of ``specs``: cached ones reused, the rest measured together and cached."""
+        key = self.device.fingerprint
+        found = {s.id: self.cache.get(s.id, key, self.backend.runtime) for s in specs}
+        todo = list({s.id: s for s in specs if found[s.id] is None}.values())
+        if todo:
+            with tempfile.TemporaryDirectory(prefix="edgekd-lat-") as tmp:
+                paths = [export_onnx(build(s), s.input_shape, Path(tmp) / f"{s.id}.onnx") for s in todo]
+                if hasattr(self.backend, "measure_many"):
+                    measured = self.backend.measure_many(paths)
+                else:
+                    measured = [self.backend.measure_onnx(p, s.input_shape) for p, s in zip(paths, todo, strict=True)]
+            for s, m in zip(todo, measured, strict=True):
+                self.cache.put(s.id, key, m)
+                found[s.id] = m
+        return [found[s.id] for s in specs]
+
+    def latency_ms(self, spec: ArchSpec) -> float:
+        return self.measure(spec).median_ms
+
+    def latency_many(self, specs: list[ArchSpec]) -> list[float]:
+        return [m.median_ms for m in self.measure_many(specs)]

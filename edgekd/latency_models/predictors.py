@@ -1,0 +1,176 @@
+"""Latency predictors fitted from measurements, stored as portable, versioned JSON files (never pickles).
+
+Kinds:
+- ``flops``: latency = a·MACs + b·params + c, least squares: the baseline every predictor must beat.
+- ``lut``: a lookup table of per-operator costs: each operator type (full conv per kernel, depthwise per
+  kernel, pointwise, squeeze-excite, add, classifier) costs a fixed overhead plus a cost per MAC, and a
+  network costs the sum plus a fitted overhead. Solved by non-negative least squares from whole-model
+  measurements only, which is all a phone may give.
+- ``learned``: gradient-boosted regression trees over the same operator features (nn-Meter's idea of
+  predicting from kernel-level features), stored as plain arrays and evaluated in numpy.
+
+``fit_predictor(kind, pairs)`` fits any kind from (ArchSpec, measured ms) pairs, wherever they were measured.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import ConfigError
+from edgekd.latency_models.features import FEATURE_NAMES, OP_TYPES, features, mparams, total_mmacs
+from edgekd.pipeline.arch import ArchSpec
+
+FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 1
+KINDS = ("flops", "lut", "learned")
+
+
+@dataclass
+class Predictor:
+    """A fitted predictor: ``kind``, its parameters, and what it was fitted for."""
+
+    kind: str
+    params: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    _trees: tuple[np.ndarray, ...] | None = field(default=None, repr=False, compare=False)
+
+    def predict(self, spec: ArchSpec) -> float:
+        """Predicted latency of ``spec`` in ms."""
+        return float(self.predict_many([spec])[0])
+
+    def predict_many(self, specs: list[ArchSpec]) -> np.ndarray:
+        if self.kind == "flops":
+            x = np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
+            return x @ np.asarray(self.params["coef"])
+        x = np.array([features(s) for s in specs])
+        if self.kind == "lut":
+            return _lut_design(x) @ np.asarray(self.params["coef"])
+        if self._trees is None:
+            self._trees = _tree_arrays(self.params)
+        return np.exp(_predict_trees(self.params, self._trees, x))
+
+    def save(self, path: Path) -> Path:
+        """Write the predictor as JSON (atomically)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"format": FILE_FORMAT, "version": FILE_VERSION, "kind": self.kind, "meta": self.meta,
+               "params": self.params}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(path)
+        return path
+
+    def lut_table(self) -> dict[str, dict[str, float]]:
+        """For ``lut``: each operator type's overhead (ms) and cost per MMAC (ms), plus the network overhead."""
+        if self.kind != "lut":
+            raise ConfigError(f"a {self.kind} predictor has no lookup table")
+        coef = self.params["coef"]
+        n = len(OP_TYPES)
+        table = {t: {"overhead_ms": coef[i], "ms_per_mmac": coef[n + i]} for i, t in enumerate(OP_TYPES)}
+        return table | {"network": {"overhead_ms": coef[-1], "ms_per_mmac": 0.0}}
+
+
+def load_predictor(path: Path) -> Predictor:
+    """Read a predictor file; clear errors for other files and newer versions."""
+    if not path.is_file():
+        raise ConfigError(f"predictor file not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not a predictor file (not JSON): {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT:
+        raise ConfigError(f"{path} is not an edgekd latency predictor file")
+    if doc.get("version", 0) > FILE_VERSION:
+        raise ConfigError(f"{path} has predictor format version {doc['version']}; this edgekd reads {FILE_VERSION}")
+    if doc.get("kind") not in KINDS:
+        raise ConfigError(f"{path}: unknown predictor kind {doc.get('kind')!r}")
+    return Predictor(doc["kind"], doc["params"], doc.get("meta", {}))
+
+
+def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None) -> Predictor:
+    """Fit a ``kind`` predictor on (architecture, measured latency in ms) pairs."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown predictor kind {kind!r}; expected one of {KINDS}")
+    if len(pairs) < 10:
+        raise ConfigError(f"fitting a predictor needs at least 10 measured architectures, got {len(pairs)}")
+    specs = [s for s, _ in pairs]
+    y = np.array([ms for _, ms in pairs], dtype=float)
+    meta = {**(meta or {}), "fitted_on": len(pairs), "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "features": list(FEATURE_NAMES)}
+    if kind == "flops":
+        x = np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return Predictor(kind, {"coef": coef.tolist(), "inputs": ["mmacs", "mparams", "1"]}, meta)
+    x = np.array([features(s) for s in specs])
+    if kind == "lut":
+        from scipy.optimize import nnls
+
+        coef, _ = nnls(_lut_design(x), y)
+        return Predictor(kind, {"coef": coef.tolist()}, meta)
+    return Predictor(kind, _fit_trees(x, np.log(y)), meta)
+
+
+def _lut_design(x: np.ndarray) -> np.ndarray:
+    """Columns: operator counts, operator MMACs, and 1 (the network overhead)."""
+    n = len(OP_TYPES)
+    return np.hstack([x[:, :n], x[:, n : 2 * n], np.ones((len(x), 1))])
+
+
+def _fit_trees(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    model = GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                      random_state=0).fit(x, y)
+    trees = []
+    for est in model.estimators_[:, 0]:
+        t = est.tree_
+        trees.append({"left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                      "feature": t.feature.tolist(), "threshold": t.threshold.tolist(),
+                      "value": t.value[:, 0, 0].tolist()})
+    return {"init": float(model.init_.constant_[0][0]), "learning_rate": model.learning_rate, "trees": trees}
+
+
+def _tree_arrays(params: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """The trees as padded (n_trees, max_nodes) arrays, so that all of them are walked at once."""
+    trees = params["trees"]
+    width = max(len(t["left"]) for t in trees)
+
+    def pad(key: str, fill: float) -> np.ndarray:
+        return np.array([t[key] + [fill] * (width - len(t[key])) for t in trees])
+
+    return pad("left", -1).astype(int), pad("right", -1).astype(int), pad("feature", 0).astype(int), \
+        pad("threshold", 0.0), pad("value", 0.0)
+
+
+def _predict_trees(params: dict[str, Any], trees: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
+    left, right, feat, thr, val = trees
+    rows = np.arange(len(left))
+    out = np.empty(len(x))
+    for i, sample in enumerate(x):
+        node = np.zeros(len(left), dtype=int)
+        while True:
+            child = left[rows, node]
+            inner = child != -1
+            if not inner.any():
+                break
+            go_left = sample[feat[rows, node]] <= thr[rows, node]
+            node = np.where(inner, np.where(go_left, child, right[rows, node]), node)
+        out[i] = params["init"] + params["learning_rate"] * val[rows, node].sum()
+    return out
+
+
+class PredictedLatency:
+    """LatencyModel of a ``predictor`` device: latency from a fitted predictor, no device needed."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def latency_ms(self, spec: ArchSpec) -> float:
+        return self.predictor.predict(spec)
+
+    def latency_many(self, specs: list[ArchSpec]) -> list[float]:
+        return self.predictor.predict_many(specs).tolist()

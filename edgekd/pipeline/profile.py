@@ -1,0 +1,116 @@
+"""``edgekd profile``: measure a device on random architectures, fit every predictor kind, report on held-out ones.
+
+Measurements go through the device's measured latency model, so they are cached on disk: an interrupted
+profile resumes where it stopped, and architectures measured by earlier searches are reused.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from edgekd.config import write_json
+from edgekd.devices import NamedDevice, PredictorDevice
+from edgekd.errors import ConfigError
+from edgekd.latency_models.measured import MeasuredLatency, backend_for
+from edgekd.latency_models.predictors import KINDS, Predictor, fit_predictor, load_predictor
+from edgekd.pipeline.arch import ArchSpec
+from edgekd.pipeline.space import SearchSpace
+from edgekd.ui import progress
+
+
+def check_device(device: NamedDevice) -> list[tuple[str, bool, str]]:
+    """(what, ok, detail) rows: whether ``device`` is reachable and ready to measure (or predict)."""
+    if isinstance(device.spec, PredictorDevice):
+        try:
+            p = load_predictor(Path(device.spec.file))
+        except ConfigError as exc:
+            return [("predictor file", False, str(exc))]
+        return [("predictor file", True, f"{p.kind}, fitted on {p.meta.get('fitted_on')} architectures of "
+                                         f"{p.meta.get('device')} ({p.meta.get('runtime')})")]
+    return backend_for(device).check()
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
+    """``n`` distinct random architectures of ``space``."""
+    rng, seen, specs = random.Random(seed), set(), []
+    for _ in range(100 * n):
+        spec = space.decode(space.sample(rng))
+        if spec.id not in seen:
+            seen.add(spec.id)
+            specs.append(spec)
+        if len(specs) == n:
+            return specs
+    return specs
+
+
+def measure_all(
+    latency: MeasuredLatency, specs: list[ArchSpec], what: str, chunk: int = 25
+) -> tuple[list[float], float]:
+    """Median latency of every spec, measured in chunks (each cached as it completes, so an interrupted
+    profile resumes), and the seconds per fresh measurement including its ONNX export."""
+    out: list[float] = []
+    fresh, spent = 0, 0.0
+    with progress(what, len(specs)) as bar:
+        for start in range(0, len(specs), chunk):
+            part = specs[start : start + chunk]
+            new = sum(latency.cache.get(s.id, latency.device.fingerprint, latency.backend.runtime) is None
+                      for s in part)
+            t = time.perf_counter()
+            out += latency.latency_many(part)
+            if new:
+                fresh, spent = fresh + new, spent + time.perf_counter() - t
+            bar(advance=len(part))
+    return out, spent / fresh if fresh else float("nan")
+
+
+def accuracy_report(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """RMSE (ms), MAPE, share within ±10% (nn-Meter's headline metric) and Kendall tau."""
+    rel = np.abs(predicted - measured) / measured
+    return {"rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))), "mape": float(rel.mean()),
+            "within10": float((rel <= 0.10).mean()), "kendall": float(kendalltau(predicted, measured)[0])}
+
+
+def evaluate_predictors(
+    train: list[tuple[ArchSpec, float]], heldout: list[tuple[ArchSpec, float]], meta: dict[str, Any],
+    kinds: tuple[str, ...] = KINDS,
+) -> tuple[dict[str, Predictor], dict[str, dict[str, float]]]:
+    """Fit every kind on ``train``; their accuracy and prediction cost on ``heldout``."""
+    measured = np.array([ms for _, ms in heldout])
+    specs = [s for s, _ in heldout]
+    fitted, rows = {}, {}
+    for kind in kinds:
+        p = fit_predictor(kind, train, meta)
+        start = time.perf_counter()
+        predicted = np.array([p.predict(s) for s in specs])
+        per_arch = (time.perf_counter() - start) / len(specs)
+        fitted[kind] = p
+        rows[kind] = {**accuracy_report(predicted, measured), "predict_s_per_arch": per_arch}
+    return fitted, rows
+
+
+def profile_device(
+    latency: MeasuredLatency, space: SearchSpace, n_train: int, n_heldout: int, kind: str, out_dir: Path,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Measure, fit every kind, save ``kind`` (and each kind's file), write profile.json; returns the report."""
+    specs = sample_archs(space, n_train + n_heldout, seed)
+    ms, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
+    pairs = list(zip(specs, ms, strict=True))
+    meta = {"device": latency.device.name, "device_fingerprint": latency.device.fingerprint,
+            "runtime": latency.backend.runtime, "space": space.describe()}
+    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta)
+    for row in rows.values():
+        row["measure_s_per_arch"] = measure_s
+        row["speedup"] = measure_s / row["predict_s_per_arch"] if measure_s == measure_s else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {k: str(p.save(out_dir / f"{latency.device.name}-{k}.json")) for k, p in fitted.items()}
+    report = {"device": latency.device.name, "n_train": n_train, "n_heldout": len(pairs) - n_train,
+              "chosen": kind, "chosen_file": files[kind], "files": files, "predictors": rows}
+    write_json(out_dir / f"{latency.device.name}-profile.json", report)
+    return report
