@@ -16,7 +16,7 @@ def test_shipped_registry_has_the_host_cpu():
         ("devices:\n  pi:\n    kind: local\n    threads: two\n", r"device 'pi', field 'threads'"),
         ("devices:\n  pi:\n    kind: local\n    repeats: 1\n", r"device 'pi', field 'repeats'.*greater than or equal"),
         ("devices:\n  pi:\n    kind: toaster\n", r"device 'pi'.*kind"),
-        ("devices:\n  pi:\n    kind: ssh\n    host: pi\n    pattern: x\n", r"device 'pi', field 'command': Field required"),
+        ("devices:\n  pi:\n    kind: ssh\n    host: pi\n    pattern: x\n", r"field 'command': Field required"),
         ("devices:\n  ph:\n    kind: adb\n    tool: perf\n    binary: /b\n", r"device 'ph', field 'tool'"),
         ("devices:\n  p:\n    kind: predictor\n", r"device 'p', field 'file': Field required"),
         ("devices:\n  g:\n    kind: tensorrt\n    precision: int4\n", r"device 'g', field 'precision'"),

@@ -25,7 +25,8 @@ from edgekd.latency_models.ssh import SshBackend
 from edgekd.pipeline.space import make_space
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="sshd is not installed (.ci/run installs openssh-server)")
+pytestmark = pytest.mark.skipif(not os.path.exists(SSHD),
+                                reason="sshd is not installed (.ci/run installs openssh-server)")
 
 
 def _free_port() -> int:
