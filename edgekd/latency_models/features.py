@@ -19,6 +19,8 @@ class Op:
     type: str
     macs: float
     out_elems: int
+    channels: int = 0
+    """Output channels (0 where not a convolution)."""
 
 
 def _out(size: int, stride: int) -> int:
@@ -31,7 +33,7 @@ def operators(spec: ArchSpec) -> list[Op]:
     size = _out(spec.resolution, spec.stem_stride)
 
     def conv(kind: str, cin: int, cout: int, k: int, out_size: int, groups: int = 1) -> None:
-        ops.append(Op(kind, cin // groups * cout * k * k * out_size * out_size, cout * out_size * out_size))
+        ops.append(Op(kind, cin // groups * cout * k * k * out_size * out_size, cout * out_size * out_size, cout))
 
     conv("conv_k3", spec.in_channels, spec.stem_channels, 3, size)
     cin = spec.stem_channels

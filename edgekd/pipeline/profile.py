@@ -50,7 +50,7 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
 
 
 def measure_all(
-    latency: MeasuredLatency, specs: list[ArchSpec], what: str, chunk: int = 25
+    latency: MeasuredLatency, specs: list[ArchSpec], what: str, chunk: int = 100
 ) -> tuple[list[float], float]:
     """Median latency of every spec, measured in chunks (each cached as it completes, so an interrupted
     profile resumes), and the seconds per fresh measurement including its ONNX export."""

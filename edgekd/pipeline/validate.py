@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from edgekd.config import write_json
-from edgekd.devices import NamedDevice
+from edgekd.devices import NamedDevice, PredictorDevice
 from edgekd.errors import ValidationFailed
 from edgekd.exporters import Runner, get_format
+from edgekd.latency_models.measured import backend_for
 from edgekd.latency_models.timing import time_runner
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
@@ -68,14 +69,24 @@ def check_format(
 def validate_artifact(
     fmt: str, path: Path, images: np.ndarray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice
 ) -> dict[str, Any]:
-    """Accuracy, agreement, logit error and device latency of one artifact in its runtime."""
+    """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
+
+    ONNX files are timed by the device's own backend (fresh processes here, the board for ssh, the phone for
+    adb), as the search timed candidates; other artifacts, or ONNX files for a predictor device, are timed
+    in this process on this host (``latency_where`` says which).
+    """
     spec = get_format(fmt)
     run = spec.open(path, device.spec.threads)
     metrics = compare(run_batched(run, images), ref, labels)
     d = device.spec
-    m = time_runner(run, images.shape[1:], d.warmup, d.repeats, d.threads, spec.runtime(), d.batch_size)
+    if path.suffix == ".onnx" and not isinstance(d, PredictorDevice):
+        m, where = backend_for(device).measure_onnx(path, images.shape[1:]), device.name
+    else:
+        m = time_runner(run, images.shape[1:], d.warmup, d.repeats, d.threads, spec.runtime(), d.batch_size)
+        where = "this host, in process"
     return {"file": path.name, "size_bytes": path.stat().st_size, "runtime": m.runtime, **metrics,
-            "latency_ms": m.median_ms, "latency_p10_ms": m.p10_ms, "latency_p90_ms": m.p90_ms}
+            "latency_ms": m.median_ms, "latency_p10_ms": m.p10_ms, "latency_p90_ms": m.p90_ms,
+            "latency_where": where}
 
 
 def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> dict[str, Any]:
