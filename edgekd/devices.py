@@ -35,6 +35,8 @@ class LocalDevice(_Entry):
     kind: Literal["local"] = "local"
     affinity: list[Annotated[int, Field(ge=0)]] | None = None
     """CPU ids the measuring process is pinned to (Linux); None: no pinning."""
+    variant: Literal["fp32", "fp16", "int8"] = "fp32"
+    """Which model is timed: the fp32 export, its fp16 conversion or its static int8 quantization."""
     processes: Annotated[int, Field(ge=1)] = 3
     """Fresh processes per measurement, run at different moments; the latency is the lowest of their medians
     (on a shared machine the level moves by up to 2x over seconds)."""

@@ -81,9 +81,13 @@ def onnx_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict
 @register_format("onnx-fp16", open_onnx, onnxruntime_version)
 def onnx_fp16_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-fp16.onnx``: fp16 weights and compute, fp32 input and output (half the file size)."""
+    return to_fp16(fp32_onnx(model, spec, out_dir / "model-fp16.onnx", options))
+
+
+def to_fp16(path: Path) -> Path:
+    """Convert the ONNX model at ``path`` in place to fp16 weights and compute, keeping fp32 input and output."""
     from onnxconverter_common import float16
 
-    path = fp32_onnx(model, spec, out_dir / "model-fp16.onnx", options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the converter warns about values clipped to fp16's range
         half = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)

@@ -6,11 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from torch import nn
 
 from edgekd.devices import AdbDevice, LocalDevice, NamedDevice, SshDevice, TensorRTDevice
 from edgekd.errors import DeviceError
-from edgekd.exporters.onnx import export_onnx
+from edgekd.exporters.onnx import export_onnx, to_fp16
+from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.latency_models import Measurement
 from edgekd.latency_models.cache import MeasurementCache
 from edgekd.pipeline.arch import ArchSpec, build
@@ -72,7 +74,7 @@ class MeasuredLatency:
         todo = list({s.id: s for s in specs if found[s.id] is None}.values())
         if todo:
             with tempfile.TemporaryDirectory(prefix="edgekd-lat-") as tmp:
-                paths = [export_onnx(build(s), s.input_shape, Path(tmp) / f"{s.id}.onnx") for s in todo]
+                paths = [self._export(s, Path(tmp)) for s in todo]
                 if hasattr(self.backend, "measure_many"):
                     measured = self.backend.measure_many(paths)
                 else:
@@ -81,6 +83,18 @@ class MeasuredLatency:
                 self.cache.put(s.id, key, m)
                 found[s.id] = m
         return [found[s.id] for s in specs]
+
+    def _export(self, spec: ArchSpec, folder: Path) -> Path:
+        """The ONNX file timed for ``spec``: fp32, or the device entry's fp16 / int8 variant of it."""
+        path = export_onnx(build(spec), spec.input_shape, folder / f"{spec.id}.onnx")
+        variant = getattr(self.device.spec, "variant", "fp32")
+        if variant == "fp16":
+            return to_fp16(path)
+        if variant == "int8":
+            # Latency does not depend on the calibrated ranges: random images calibrate the timed model.
+            images = np.random.default_rng(0).standard_normal((16, *spec.input_shape), dtype=np.float32)
+            return quantize_int8(path, folder / f"{spec.id}-int8.onnx", images)
+        return path
 
     def latency_ms(self, spec: ArchSpec) -> float:
         return self.measure(spec).median_ms

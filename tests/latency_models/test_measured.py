@@ -1,5 +1,8 @@
 import random
+import tempfile
+from pathlib import Path
 
+import onnx
 import pytest
 
 from edgekd.latency_models.flops import count_macs_params
@@ -65,3 +68,15 @@ def test_thop_leaves_the_profiled_model_untouched(specs):
     before = set(model.state_dict())
     count_macs_params(model, specs[0].input_shape)
     assert set(model.state_dict()) == before
+
+
+@pytest.mark.parametrize("variant", ["fp16", "int8"])
+def test_a_local_device_can_time_the_fp16_or_int8_variant(tmp_path, fast_device, specs, variant):
+    device = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"variant": variant})})
+    latency = MeasuredLatency(device, tmp_path / "lat.sqlite")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = onnx.load(latency._export(specs[0], Path(tmp)))
+    dtypes = {i.data_type for i in model.graph.initializer}
+    assert (onnx.TensorProto.FLOAT16 in dtypes) if variant == "fp16" else (onnx.TensorProto.INT8 in dtypes)
+    assert latency.measure(specs[0]).median_ms > 0
+    assert device.fingerprint != fast_device.fingerprint  # an fp32 measurement is never reused for it
