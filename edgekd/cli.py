@@ -261,8 +261,9 @@ def devices_check(name: Annotated[str, typer.Argument(help="Device name")], devi
 
     rows = check_device(get_device(name, devices_file))
     summary(f"device {name}", {what: ("ok: " if ok else "NOT READY: ") + detail for what, ok, detail in rows})
-    if not all(ok for _, ok, _ in rows):
-        raise DeviceError(f"device {name!r} is not ready")
+    problems = [f"{what}: {detail}" for what, ok, detail in rows if not ok]
+    if problems:
+        raise DeviceError(f"device {name!r} is not ready: {'; '.join(problems)}")
     console.print(f"[green]device {name} is ready[/]")
 
 

@@ -92,9 +92,21 @@ class PredictorDevice(_Entry):
     """Predictor file, relative to the devices.yaml that names it."""
 
 
-KINDS = ("local", "ssh", "adb", "tensorrt", "predictor")
+class NnMeterDevice(_Entry):
+    """An nn-Meter predictor registered with nn-Meter on this machine (extra ``nnmeter``); never downloaded.
+
+    The timing settings apply where edgekd still runs a model on this host (validating exported files)."""
+
+    kind: Literal["nnmeter"]
+    predictor: str
+    """Its name as registered, e.g. cortexA76cpu_tflite21 (whose files must already be here) or your own."""
+    version: float | None = None
+
+
+KINDS = ("local", "ssh", "adb", "tensorrt", "predictor", "nnmeter")
 Device = Annotated[
-    LocalDevice | SshDevice | AdbDevice | TensorRTDevice | PredictorDevice, Field(discriminator="kind")
+    LocalDevice | SshDevice | AdbDevice | TensorRTDevice | PredictorDevice | NnMeterDevice,
+    Field(discriminator="kind"),
 ]
 """One registry entry; ``kind`` selects the schema."""
 
@@ -106,6 +118,11 @@ class NamedDevice(BaseModel):
 
     name: str
     spec: Device
+
+    @property
+    def measurable(self) -> bool:
+        """False for the predicted kinds (predictor files, nn-Meter), which give latency without a device."""
+        return not isinstance(self.spec, PredictorDevice | NnMeterDevice)
 
     @property
     def fingerprint(self) -> str:

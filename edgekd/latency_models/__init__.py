@@ -42,10 +42,14 @@ class LatencyModel(Protocol):
 
 def make_latency_model(device: NamedDevice, cache_path: Path) -> LatencyModel:
     """The LatencyModel of a registry device: measured on it, or predicted by its predictor file."""
-    from edgekd.devices import PredictorDevice
+    from edgekd.devices import NnMeterDevice, PredictorDevice
     from edgekd.latency_models.measured import MeasuredLatency
     from edgekd.latency_models.predictors import PredictedLatency, load_predictor
 
     if isinstance(device.spec, PredictorDevice):
         return PredictedLatency(load_predictor(Path(device.spec.file)))
+    if isinstance(device.spec, NnMeterDevice):
+        from edgekd.latency_models.nnmeter import NnMeterLatency
+
+        return NnMeterLatency(device.spec)
     return MeasuredLatency(device, cache_path)

@@ -11,7 +11,6 @@ from edgekd.config import RunConfig, config_path, read_json, write_json
 from edgekd.devices import NamedDevice, get_device
 from edgekd.errors import ConfigError
 from edgekd.latency_models import LatencyModel, make_latency_model
-from edgekd.latency_models.predictors import PredictedLatency
 from edgekd.pipeline.data import Data, load_data
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace, make_space
@@ -54,7 +53,7 @@ class RunContext:
     def teacher_latency_ms(self) -> float:
         """The teacher's median latency on the run's device (measured once per device setting)."""
         path = self.stage_dir("teacher") / f"latency-{self.device.fingerprint}.json"
-        if not path.is_file() and isinstance(self.latency, PredictedLatency):
+        if not path.is_file() and not self.device.measurable:
             if self.teacher.arch is None:
                 raise ConfigError(f"device {self.device.name!r} predicts latency from edgekd architectures, and the "
                                   f"teacher {self.teacher.source} has none: give --target-ms")

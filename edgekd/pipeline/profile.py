@@ -15,8 +15,8 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from edgekd.config import write_json
-from edgekd.devices import NamedDevice, PredictorDevice
-from edgekd.errors import ConfigError
+from edgekd.devices import NamedDevice, NnMeterDevice, PredictorDevice
+from edgekd.errors import ConfigError, DeviceError
 from edgekd.latency_models.measured import MeasuredLatency, backend_for
 from edgekd.latency_models.predictors import KINDS, Predictor, fit_predictor, load_predictor
 from edgekd.pipeline.arch import ArchSpec
@@ -33,6 +33,14 @@ def check_device(device: NamedDevice) -> list[tuple[str, bool, str]]:
             return [("predictor file", False, str(exc))]
         return [("predictor file", True, f"{p.kind}, fitted on {p.meta.get('fitted_on')} architectures of "
                                          f"{p.meta.get('device')} ({p.meta.get('runtime')})")]
+    if isinstance(device.spec, NnMeterDevice):
+        from edgekd.latency_models.nnmeter import load_nnmeter_predictor
+
+        try:
+            load_nnmeter_predictor(device.spec.predictor, device.spec.version)
+        except DeviceError as exc:
+            return [("nn-Meter predictor", False, str(exc))]
+        return [("nn-Meter predictor", True, f"{device.spec.predictor} loaded")]
     return backend_for(device).check()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgekd.config import write_json
-from edgekd.devices import NamedDevice, PredictorDevice
+from edgekd.devices import NamedDevice
 from edgekd.errors import ValidationFailed
 from edgekd.exporters import Runner, get_format
 from edgekd.latency_models.measured import backend_for
@@ -79,7 +79,7 @@ def validate_artifact(
     run = spec.open(path, device.spec.threads)
     metrics = compare(run_batched(run, images), ref, labels)
     d = device.spec
-    if path.suffix == ".onnx" and not isinstance(d, PredictorDevice):
+    if path.suffix == ".onnx" and device.measurable:
         m, where = backend_for(device).measure_onnx(path, images.shape[1:]), device.name
     else:
         m = time_runner(run, images.shape[1:], d.warmup, d.repeats, d.threads, spec.runtime(), d.batch_size)

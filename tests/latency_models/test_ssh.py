@@ -123,4 +123,4 @@ def test_devices_check_on_the_command_line(sshd, tmp_path):
     check = ["devices", "check", "--devices-file", str(registry)]
     assert CliRunner().invoke(app, [*check[:2], "board", *check[2:]]).exit_code == 0
     result = CliRunner().invoke(app, [*check[:2], "bare-board", *check[2:]])
-    assert result.exit_code == 4 and "device 'bare-board' is not ready" in result.output
+    assert result.exit_code == 4 and "device 'bare-board' is not ready: benchmark binary" in result.output
