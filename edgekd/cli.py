@@ -274,7 +274,8 @@ def profile(
     devices_file: DevicesFile = None,
     archs: Annotated[int, typer.Option(help="Random architectures measured to fit the predictors")] = 300,
     heldout: Annotated[int, typer.Option(help="Further architectures the predictors are scored on")] = 100,
-    kind: Annotated[str, typer.Option(help="Predictor to choose: flops | lut | learned")] = "learned",
+    kind: Annotated[str, typer.Option(help="Predictor to choose: flops | lut | learned | blocks")] = "lut",
+    blocks: Annotated[bool, typer.Option(help="Also profile the block table in context (kind blocks)")] = True,
     data: Annotated[str, typer.Option(help="Data whose input shape the architectures take")] = "digits",
     resolution: Annotated[int | None, typer.Option(help="Input resolution [default: the data's own]")] = None,
     space: Annotated[str, typer.Option(help="Search space preset")] = "mnas",
@@ -285,20 +286,20 @@ def profile(
     """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
     from edgekd.devices import get_device
     from edgekd.latency_models.measured import MeasuredLatency
-    from edgekd.latency_models.predictors import KINDS
+    from edgekd.latency_models.predictors import ALL_KINDS
     from edgekd.pipeline.context import cache_dir
     from edgekd.pipeline.data import load_data
     from edgekd.pipeline.profile import profile_device
     from edgekd.pipeline.space import make_space
     from edgekd.ui import summary
 
-    if kind not in KINDS:
-        raise typer.BadParameter(f"--kind must be one of {KINDS}")
+    if kind not in ALL_KINDS or (kind == "blocks" and not blocks):
+        raise typer.BadParameter(f"--kind must be one of {ALL_KINDS} (blocks needs --blocks)")
     d = load_data(data, seed, resolution)
     c, res, _ = d.input_shape
     latency = MeasuredLatency(get_device(device, devices_file), cache_dir() / "latency.sqlite")
     report = profile_device(latency, make_space(space, res, c, d.num_classes, space_width), archs, heldout, kind,
-                            out, seed)
+                            out, seed, blocks)
     summary(f"{device}: {report['n_heldout']} held-out architectures", {
         k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
            f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction ({r['speedup']:.0f}x cheaper)"

@@ -6,6 +6,10 @@ Kinds:
   kernel, pointwise, squeeze-excite, add, classifier) costs a fixed overhead plus a cost per MAC, and a
   network costs the sum plus a fitted overhead. Solved by non-negative least squares from whole-model
   measurements only, which is all a phone may give.
+- ``blocks``: a block table profiled in context: a reference network of the space is measured with each
+  decision of each stage set to each of its values in turn, and a network costs the reference's latency plus
+  the difference each of its choices made, scaled and offset by a fit on whole-model measurements
+  (``fit_block_table``; needs the space, so it only predicts architectures of that space).
 - ``learned``: gradient-boosted regression trees over the same operator features (nn-Meter's idea of
   predicting from kernel-level features), stored as plain arrays and evaluated in numpy.
 
@@ -28,6 +32,8 @@ from edgekd.pipeline.arch import ArchSpec
 
 FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 1
 KINDS = ("flops", "lut", "learned")
+"""Kinds ``fit_predictor`` fits from (architecture, latency) pairs alone; ``blocks`` also needs its table."""
+ALL_KINDS = (*KINDS, "blocks")
 
 
 @dataclass
@@ -47,6 +53,8 @@ class Predictor:
         if self.kind == "flops":
             x = np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
             return x @ np.asarray(self.params["coef"])
+        if self.kind == "blocks":
+            return np.array([_block_table_estimate(self.params, s) for s in specs])
         x = np.array([features(s) for s in specs])
         if self.kind == "lut":
             return _lut_design(x) @ np.asarray(self.params["coef"])
@@ -86,7 +94,7 @@ def load_predictor(path: Path) -> Predictor:
         raise ConfigError(f"{path} is not an edgekd latency predictor file")
     if doc.get("version", 0) > FILE_VERSION:
         raise ConfigError(f"{path} has predictor format version {doc['version']}; this edgekd reads {FILE_VERSION}")
-    if doc.get("kind") not in KINDS:
+    if doc.get("kind") not in ALL_KINDS:
         raise ConfigError(f"{path}: unknown predictor kind {doc.get('kind')!r}")
     return Predictor(doc["kind"], doc["params"], doc.get("meta", {}))
 
@@ -112,6 +120,46 @@ def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str
         coef, _ = nnls(_lut_design(x), y)
         return Predictor(kind, {"coef": coef.tolist()}, meta)
     return Predictor(kind, _fit_trees(x, np.log(y)), meta)
+
+
+def block_table_archs(space, reference: dict[str, Any]) -> list[tuple[str | None, Any, ArchSpec]]:
+    """(decision, value, network) to profile: the reference, then each decision set to each other value."""
+    rows = [(None, None, space.decode(reference))]
+    for decision, values in space.choices.items():
+        rows += [(decision, v, space.decode({**reference, decision: v})) for v in values if v != reference[decision]]
+    return rows
+
+
+def fit_block_table(
+    space, reference: dict[str, Any], profiled_ms: list[float], pairs: list[tuple[ArchSpec, float]],
+    meta: dict[str, Any] | None = None,
+) -> Predictor:
+    """A ``blocks`` predictor from the latencies of ``block_table_archs(space, reference)`` (in that order),
+    calibrated (scale and offset) on whole-model measurements ``pairs``."""
+    rows = block_table_archs(space, reference)
+    base = profiled_ms[0]
+    deltas: dict[str, dict[str, float]] = {d: {json.dumps(reference[d]): 0.0} for d in space.choices}
+    for (decision, value, _), ms in zip(rows[1:], profiled_ms[1:], strict=True):
+        deltas[decision][json.dumps(value)] = ms - base
+    params = {"space": space.describe(), "reference": reference, "reference_ms": base, "deltas": deltas,
+              "scale": 1.0, "offset": 0.0}
+    if pairs:
+        raw = np.array([_block_table_estimate(params, s) for s, _ in pairs])
+        (scale, offset), *_ = np.linalg.lstsq(np.stack([raw, np.ones_like(raw)], 1), [ms for _, ms in pairs],
+                                              rcond=None)
+        params |= {"scale": float(scale), "offset": float(offset)}
+    meta = {**(meta or {}), "fitted_on": len(pairs), "profiled": len(rows),
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    return Predictor("blocks", params, meta)
+
+
+def _block_table_estimate(params: dict[str, Any], spec: ArchSpec) -> float:
+    from edgekd.pipeline.space import make_space
+
+    space = make_space(**params["space"])
+    choices = space.encode(spec)
+    raw = params["reference_ms"] + sum(params["deltas"][d][json.dumps(v)] for d, v in choices.items())
+    return params["scale"] * raw + params["offset"]
 
 
 def _lut_design(x: np.ndarray) -> np.ndarray:

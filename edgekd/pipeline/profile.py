@@ -18,7 +18,14 @@ from edgekd.config import write_json
 from edgekd.devices import NamedDevice, NnMeterDevice, PredictorDevice
 from edgekd.errors import ConfigError, DeviceError
 from edgekd.latency_models.measured import MeasuredLatency, backend_for
-from edgekd.latency_models.predictors import KINDS, Predictor, fit_predictor, load_predictor
+from edgekd.latency_models.predictors import (
+    KINDS,
+    Predictor,
+    block_table_archs,
+    fit_block_table,
+    fit_predictor,
+    load_predictor,
+)
 from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.space import SearchSpace
 from edgekd.ui import progress
@@ -86,33 +93,44 @@ def accuracy_report(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
 
 def evaluate_predictors(
     train: list[tuple[ArchSpec, float]], heldout: list[tuple[ArchSpec, float]], meta: dict[str, Any],
-    kinds: tuple[str, ...] = KINDS,
+    extra: dict[str, Predictor] | None = None,
 ) -> tuple[dict[str, Predictor], dict[str, dict[str, float]]]:
-    """Fit every kind on ``train``; their accuracy and prediction cost on ``heldout``."""
+    """Fit every kind on ``train`` (plus the ready ``extra`` ones); accuracy and prediction cost on ``heldout``."""
     measured = np.array([ms for _, ms in heldout])
     specs = [s for s, _ in heldout]
-    fitted, rows = {}, {}
-    for kind in kinds:
-        p = fit_predictor(kind, train, meta)
+    fitted = {kind: fit_predictor(kind, train, meta) for kind in KINDS} | (extra or {})
+    rows = {}
+    for kind, p in fitted.items():
         start = time.perf_counter()
         predicted = np.array([p.predict(s) for s in specs])
         per_arch = (time.perf_counter() - start) / len(specs)
-        fitted[kind] = p
         rows[kind] = {**accuracy_report(predicted, measured), "predict_s_per_arch": per_arch}
     return fitted, rows
 
 
+def reference_choices(space: SearchSpace) -> dict[str, Any]:
+    """The block table's reference network: every decision at its middle value."""
+    return {d: values[len(values) // 2] for d, values in space.choices.items()}
+
+
 def profile_device(
     latency: MeasuredLatency, space: SearchSpace, n_train: int, n_heldout: int, kind: str, out_dir: Path,
-    seed: int = 0,
+    seed: int = 0, blocks: bool = True,
 ) -> dict[str, Any]:
-    """Measure, fit every kind, save ``kind`` (and each kind's file), write profile.json; returns the report."""
+    """Measure random architectures (and, with ``blocks``, the block table in context), fit every kind, save
+    each kind's file, write DEVICE-profile.json; returns the report."""
     specs = sample_archs(space, n_train + n_heldout, seed)
     ms, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
     pairs = list(zip(specs, ms, strict=True))
     meta = {"device": latency.device.name, "device_fingerprint": latency.device.fingerprint,
             "runtime": latency.backend.runtime, "space": space.describe()}
-    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta)
+    extra = {}
+    if blocks:
+        reference = reference_choices(space)
+        table = [spec for _, _, spec in block_table_archs(space, reference)]
+        table_ms, _ = measure_all(latency, table, f"block table on {latency.device.name}")
+        extra["blocks"] = fit_block_table(space, reference, table_ms, pairs[:n_train], meta)
+    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta, extra)
     for row in rows.values():
         row["measure_s_per_arch"] = measure_s
         row["speedup"] = measure_s / row["predict_s_per_arch"] if measure_s == measure_s else None

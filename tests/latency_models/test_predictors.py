@@ -10,7 +10,14 @@ from edgekd.devices import get_device
 from edgekd.errors import ConfigError
 from edgekd.latency_models import make_latency_model
 from edgekd.latency_models.features import OP_TYPES, features, operators, total_mmacs
-from edgekd.latency_models.predictors import KINDS, PredictedLatency, fit_predictor, load_predictor
+from edgekd.latency_models.predictors import (
+    KINDS,
+    PredictedLatency,
+    block_table_archs,
+    fit_block_table,
+    fit_predictor,
+    load_predictor,
+)
 from edgekd.pipeline.space import make_space
 
 # Known per-operator costs: overhead (ms) and ms per MMAC, as a device might have them.
@@ -100,3 +107,25 @@ def test_features_count_operators_and_their_macs(specs):
     n = len(OP_TYPES)
     assert x[OP_TYPES.index("fc")] == 1 and x[OP_TYPES.index("conv_k3")] == 1  # classifier, stem
     assert sum(x[n : 2 * n]) == pytest.approx(total_mmacs(specs[0]))
+
+
+def test_block_table_profiled_in_context_recovers_additive_costs_and_round_trips(tmp_path):
+    space = make_space("mnas", 16, 1, 10, width=0.25)
+    rng = random.Random(7)
+    # Skips cost nothing here: whether a skip exists depends on the stage's other decisions (channels, layers).
+    cost = {d: {json.dumps(v): 0.0 if d.endswith("_skip") else rng.uniform(0, 0.05) for v in values}
+            for d, values in space.choices.items()}
+
+    def device_ms(spec):  # a device whose latency is additive over the stage decisions
+        return 0.2 + sum(cost[d][json.dumps(v)] for d, v in space.encode(spec).items())
+
+    reference = {d: values[len(values) // 2] for d, values in space.choices.items()}
+    table = [spec for _, _, spec in block_table_archs(space, reference)]
+    assert len(table) == 1 + sum(len(v) - 1 for v in space.choices.values())
+    pairs = [(s, device_ms(s)) for s in (space.decode(space.sample(rng)) for _ in range(40))]
+    blocks = fit_block_table(space, reference, [device_ms(s) for s in table], pairs)
+    for spec in (space.decode(space.sample(rng)) for _ in range(20)):
+        assert blocks.predict(spec) == pytest.approx(device_ms(spec), rel=1e-6)
+    again = load_predictor(blocks.save(tmp_path / "blocks.json"))
+    spec = space.decode(space.sample(rng))
+    assert again.predict(spec) == pytest.approx(blocks.predict(spec))

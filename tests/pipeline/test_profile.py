@@ -16,7 +16,7 @@ def test_profile_fits_every_kind_and_resumes_from_cached_measurements(tmp_path, 
     space = make_space("mnas", 8, 3, 10, width=0.25)
     latency = MeasuredLatency(fast_device, tmp_path / "lat.sqlite")
     report = profile_device(latency, space, 14, 6, "lut", tmp_path / "out")
-    assert report["n_train"] == 14 and report["n_heldout"] == 6 and set(report["predictors"]) == set(KINDS)
+    assert report["n_train"] == 14 and report["n_heldout"] == 6 and set(report["predictors"]) == {*KINDS, "blocks"}
     for row in report["predictors"].values():
         assert {"rmse_ms", "mape", "within10", "kendall", "predict_s_per_arch", "measure_s_per_arch"} <= set(row)
         assert row["speedup"] > 1
