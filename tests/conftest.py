@@ -18,7 +18,7 @@ def fast_device() -> NamedDevice:
     return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5, processes=1))
 
 
-def make_tiny_config(**fields) -> RunConfig:
+def _tiny_config(**fields) -> RunConfig:
     """A whole run on synthetic 8x8 data in seconds (``fields`` override top-level settings)."""
     return RunConfig.model_validate({
         "name": "tiny", "data": "synthetic", "resolution": 8,
@@ -29,6 +29,12 @@ def make_tiny_config(**fields) -> RunConfig:
     })
 
 
+@pytest.fixture(scope="session")
+def make_tiny_config():
+    """Builds tiny run configs; usable from fixtures of any scope."""
+    return _tiny_config
+
+
 @pytest.fixture
 def tiny_config() -> RunConfig:
-    return make_tiny_config()
+    return _tiny_config()

@@ -16,13 +16,12 @@ from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.package import sha256
 from edgekd.pipeline.run import run_all
 from edgekd.pipeline.verify import verify
-from tests.conftest import make_tiny_config
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def bundle(tmp_path_factory, make_tiny_config):
     root = tmp_path_factory.mktemp("made-here")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKD_CACHE", str(root / "cache"))
