@@ -15,7 +15,7 @@ from edgekd.errors import ConfigError
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
 STRATEGIES: dict[str, SamplerFactory] = {}
-BUILTIN = ("random",)
+BUILTIN = ("random", "evolution")
 
 
 def register_strategy(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
