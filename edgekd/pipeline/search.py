@@ -24,7 +24,7 @@ from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.evaluator import Evaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace
-from edgekd.pipeline.strategies import make_sampler
+from edgekd.pipeline.strategies import directions, make_sampler
 from edgekd.ui import console, progress
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,7 +62,7 @@ def _recover_interrupted(study: optuna.Study) -> int:
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
     """What a finished trial stored: its number, reward, metrics, choices and architecture."""
-    return {"trial": t.number, "reward": t.value, **t.user_attrs, "choices": t.params}
+    return {"trial": t.number, "reward": _reward_of(t), **t.user_attrs, "choices": t.params}
 
 
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,7 +89,9 @@ def search(
     """Run (or resume) the search of ``cfg`` until ``cfg.search.trials`` trials are complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage_url(out_dir)
-    study = optuna.create_study(study_name=cfg.name, storage=storage, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions(cfg.search.strategy),
+                                load_if_exists=True)
+    pareto = len(study.directions) == 2
     # A resumed sampler is seeded past the trials already drawn, so it does not replay them.
     study.sampler = make_sampler(cfg.search.strategy, cfg.seed + len(study.get_trials(deepcopy=False)))
     retried = _recover_interrupted(study)
@@ -110,10 +112,10 @@ def search(
             except BaseException:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
-            study.tell(trial, record["reward"])
-            best = study.best_trial
+            study.tell(trial, [record["acc"], record[reward.metric]] if pareto else record["reward"])
+            best = max(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=_reward_of)
             acc, ms = best.user_attrs["acc"], best.user_attrs["latency_ms"]
-            bar(info=f"best reward {best.value:.4f} (acc {acc:.3f}, {ms:.3f} ms)")
+            bar(info=f"best reward {_reward_of(best):.4f} (acc {acc:.3f}, {ms:.3f} ms)")
     return write_results(study, out_dir, reward)
 
 
@@ -124,11 +126,17 @@ def _evaluate_trial(
     spec = space.decode(choices)
     mmacs, mparams = count_macs_params(build(spec), spec.input_shape)
     metrics = {"latency_ms": latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
-    acc = evaluator.evaluate(spec, report=lambda epoch, acc: trial.report(acc, epoch))
-    attrs = {"acc": acc, **metrics, "arch_id": spec.id, "arch": spec.to_dict()}
+    # Per-epoch reports feed Optuna's pruners, which work on single-objective studies only.
+    single = len(trial.study.directions) == 1
+    acc = evaluator.evaluate(spec, report=(lambda epoch, acc: trial.report(acc, epoch)) if single else None)
+    attrs = {"acc": acc, **metrics, "reward": reward(acc, metrics), "arch_id": spec.id, "arch": spec.to_dict()}
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    return {"reward": reward(acc, metrics), **attrs}
+    return attrs
+
+
+def _reward_of(t: FrozenTrial) -> float:
+    return t.user_attrs["reward"]
 
 
 def write_results(study: optuna.Study, out_dir: Path, reward: Reward) -> SearchResult:

@@ -88,3 +88,16 @@ def test_pareto_front_keeps_only_non_dominated_points():
     recs = [{"acc": 0.9, "latency_ms": 2.0}, {"acc": 0.8, "latency_ms": 1.0}, {"acc": 0.7, "latency_ms": 1.5},
             {"acc": 0.9, "latency_ms": 3.0}]
     assert pareto_front(recs) == [recs[1], recs[0]]
+
+
+def test_a_pareto_strategy_searches_accuracy_and_latency_and_still_reports_the_reward(setup):
+    cfg, space, proxy, latency, reward, out = setup
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"strategy": "nsga2", "trials": 3})})
+    result = search(cfg, space, proxy, latency, reward, out)
+    study = optuna.load_study(study_name="tiny", storage=storage_url(out))
+    assert len(study.directions) == 2
+    for t in study.trials:
+        assert t.values == [t.user_attrs["acc"], t.user_attrs["latency_ms"]]
+    trials = json.loads((out / "trials.json").read_text())
+    assert result.best["reward"] == max(t["reward"] for t in trials) == pytest.approx(
+        reward(result.best["acc"], result.best))

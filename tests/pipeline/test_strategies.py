@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from edgekd.errors import ConfigError
-from edgekd.pipeline.strategies import make_sampler
+from edgekd.pipeline.strategies import directions, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -51,3 +51,30 @@ def test_evolution_children_differ_from_a_population_member_by_one_decision():
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ConfigError, match="evolution"):
         make_sampler("annealing", 0)
+
+
+def _two_objectives(trial: optuna.Trial) -> tuple[float, float]:
+    """Accuracy-like (matches with a target) up, cost-like (sum of choices) down: a real trade-off."""
+    params = {name: trial.suggest_categorical(name, values) for name, values in DECISIONS.items()}
+    return float(sum(params[k] == v for k, v in TARGET.items())), float(sum(params.values()))
+
+
+def _hypervolume(points: list[tuple[float, float]], ref=(0.0, 40.0)) -> float:
+    """Area dominated by (accuracy up, cost down) points, bounded by ``ref``."""
+    area, best_cost = 0.0, ref[1]
+    for acc, cost in sorted(points, key=lambda p: -p[0]):
+        if cost < best_cost:
+            area += (acc - ref[0]) * (best_cost - cost)
+            best_cost = cost
+    return area
+
+
+def test_nsga2_grows_the_pareto_front_beyond_its_first_generation():
+    gains = []
+    for seed in range(4):
+        study = optuna.create_study(directions=directions("nsga2"), sampler=make_sampler("nsga2", seed))
+        study.optimize(_two_objectives, n_trials=100)
+        values = [tuple(t.values) for t in study.trials]
+        gains.append(_hypervolume(values) - _hypervolume(values[:10]))
+    assert min(gains) > 0 and np.mean(gains) > 5
+    assert directions("random") == ["maximize"]
