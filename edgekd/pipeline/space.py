@@ -6,6 +6,7 @@ ArchSpec and ``encode`` reads them back, so ``decode(encode(spec)) == spec`` for
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -187,3 +188,40 @@ class MnasSpace(SearchSpace):
             }
         self.check(choices)
         return choices
+
+
+class RestrictedSpace(SearchSpace):
+    """``base`` with some decisions fixed and others narrowed to some of their values: a smaller space of the
+    same architectures (e.g. a tabular benchmark that can afford to evaluate every member)."""
+
+    def __init__(self, base: SearchSpace, fixed: Choices, narrowed: dict[str, tuple[Any, ...]] | None = None) -> None:
+        narrowed = narrowed or {}
+        unknown = (set(fixed) | set(narrowed)) - set(base.choices)
+        if unknown:
+            raise ConfigError(f"cannot restrict {sorted(unknown)}: not decisions of space {base.name!r}")
+        for key, values in narrowed.items():
+            if not values or set(values) - set(base.choices[key]):
+                raise ConfigError(f"{key} narrowed to {values}, not a non-empty subset of {base.choices[key]}")
+        self.base, self.fixed = base, dict(fixed)
+        self.name = base.name
+        self.resolution, self.in_channels, self.num_classes = base.resolution, base.in_channels, base.num_classes
+        self.width = base.width
+        self.choices = {k: tuple(narrowed.get(k, v)) for k, v in base.choices.items() if k not in fixed}
+
+    def describe(self) -> dict[str, Any]:
+        return self.base.describe() | {"fixed": self.fixed, "choices": self.choices}
+
+    def decode(self, choices: Choices) -> ArchSpec:
+        self.check(choices)
+        return self.base.decode(self.fixed | choices)
+
+    def encode(self, spec: ArchSpec) -> Choices:
+        full = self.base.encode(spec)
+        if any(full[k] != v for k, v in self.fixed.items()):
+            raise ConfigError(f"architecture {spec.id} sets decisions this restriction of {self.name!r} fixes")
+        return {k: v for k, v in full.items() if k not in self.fixed}
+
+    def members(self) -> list[Choices]:
+        """Every choice dict of the space, in a fixed order (only for small spaces)."""
+        keys = list(self.choices)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.choices.values())]

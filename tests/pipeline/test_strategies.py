@@ -3,9 +3,11 @@
 import numpy as np
 import optuna
 import pytest
+import torch
 
 from edgekd.errors import ConfigError
-from edgekd.pipeline.strategies import directions, make_sampler
+from edgekd.pipeline.strategies import make_strategy
+from edgekd.pipeline.strategies.rl import STATE_KEY, PPOControllerSampler, ppo_loss
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -14,19 +16,33 @@ TARGET = {f"d{i}": (3 * i) % 5 for i in range(8)}
 
 
 def _objective(trial: optuna.Trial) -> float:
-    """How many decisions match a hidden target: one-step improvements exist from anywhere."""
+    """How many decisions match a hidden target: one-step improvements exist from anywhere.
+
+    Like a training curve, the score is reported after each of 9 "epochs" (a third, two thirds... of it, plus
+    a little per-candidate offset), so that a pruning strategy can stop a candidate early.
+    """
     params = {name: trial.suggest_categorical(name, values) for name, values in DECISIONS.items()}
-    return float(sum(params[k] == v for k, v in TARGET.items()))
+    score = float(sum(params[k] == v for k, v in TARGET.items()))
+    for epoch in range(1, 10):
+        trial.report(score * min(1.0, epoch / 3), epoch)
+        if epoch < 9 and trial.should_prune():  # a fully trained candidate is complete
+            raise optuna.TrialPruned
+    return score
+
+
+def _study(strategy: str, seed: int, n: int) -> optuna.Study:
+    s = make_strategy(strategy, seed, max_epochs=9)
+    study = optuna.create_study(directions=s.directions, sampler=s.sampler, pruner=s.pruner)
+    study.optimize(_objective, n_trials=n)
+    return study
 
 
 def _best_after(strategy: str, seed: int, n: int) -> list[float]:
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(strategy, seed))
-    study.optimize(_objective, n_trials=n)
-    values = [t.value for t in study.trials]
+    values = [t.value if t.state == optuna.trial.TrialState.COMPLETE else 0.0 for t in _study(strategy, seed, n).trials]
     return list(np.maximum.accumulate(values))
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "rl", "bohb"])
 def test_every_strategy_improves_over_its_first_trials(strategy):
     curves = np.array([_best_after(strategy, seed, 120) for seed in range(8)])
     assert curves[:, -1].mean() > curves[:, 9].mean() + 1
@@ -39,9 +55,7 @@ def test_evolution_beats_random_search_at_the_same_budget():
 
 
 def test_evolution_children_differ_from_a_population_member_by_one_decision():
-    study = optuna.create_study(direction="maximize", sampler=make_sampler("evolution", 0))
-    study.optimize(_objective, n_trials=30)
-    trials = study.trials
+    trials = _study("evolution", 0, 30).trials
     for child in trials[10:]:
         population = trials[max(0, child.number - 10) : child.number]
         distances = [sum(child.params[k] != p.params[k] for k in DECISIONS) for p in population]
@@ -50,7 +64,7 @@ def test_evolution_children_differ_from_a_population_member_by_one_decision():
 
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ConfigError, match="evolution"):
-        make_sampler("annealing", 0)
+        make_strategy("annealing", 0)
 
 
 def _two_objectives(trial: optuna.Trial) -> tuple[float, float]:
@@ -72,9 +86,52 @@ def _hypervolume(points: list[tuple[float, float]], ref=(0.0, 40.0)) -> float:
 def test_nsga2_grows_the_pareto_front_beyond_its_first_generation():
     gains = []
     for seed in range(4):
-        study = optuna.create_study(directions=directions("nsga2"), sampler=make_sampler("nsga2", seed))
+        s = make_strategy("nsga2", seed)
+        study = optuna.create_study(directions=s.directions, sampler=s.sampler)
         study.optimize(_two_objectives, n_trials=100)
         values = [tuple(t.values) for t in study.trials]
         gains.append(_hypervolume(values) - _hypervolume(values[:10]))
     assert min(gains) > 0 and np.mean(gains) > 5
-    assert directions("random") == ["maximize"]
+    assert make_strategy("random", 0).directions == ("maximize",)
+
+
+def test_bohb_stops_weak_candidates_early_and_spends_fewer_epochs():
+    study = _study("bohb", 0, 120)
+    epochs = [len(t.intermediate_values) for t in study.trials]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) > 20 and {len(t.intermediate_values) for t in pruned} <= {1, 3}  # Hyperband's rungs
+    assert sum(epochs) < 0.9 * 9 * len(epochs)  # every pruned candidate saved 6 or 8 epochs
+
+
+def test_ppo_clipped_loss_matches_hand_computed_values():
+    old = torch.log(torch.tensor([0.5, 0.5, 0.2]))
+    new = torch.log(torch.tensor([0.8, 0.3, 0.2]))  # ratios 1.6, 0.6, 1.0
+    advantage = torch.tensor([1.0, -2.0, 0.5])
+    entropy = torch.tensor([1.0, 2.0, 3.0])
+    # min(1.6·1, 1.2·1) = 1.2; min(0.6·-2, 0.8·-2) = -1.6; min(1·0.5, 1·0.5) = 0.5 → mean 0.0333; H mean 2
+    expected = -((1.2 - 1.6 + 0.5) / 3 + 0.01 * 2.0)
+    assert ppo_loss(new, old, advantage, entropy, clip=0.2, entropy_weight=0.01).item() == pytest.approx(expected)
+    # inside the clip range the loss is the plain policy-gradient surrogate
+    assert ppo_loss(old + 0.1, old, advantage, entropy, entropy_weight=0).item() == pytest.approx(
+        -(np.exp(0.1) * advantage).mean().item())
+
+
+def test_a_resumed_rl_search_continues_the_saved_policy(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="rl", storage=storage, direction="maximize",
+                                sampler=make_strategy("rl", 0).sampler)
+    study.optimize(_objective, n_trials=60)
+    trained = study.sampler
+    assert trained.version >= 10 and study.user_attrs[STATE_KEY]["version"] == trained.version
+
+    resumed = optuna.load_study(study_name="rl", storage=storage, sampler=PPOControllerSampler(seed=1))
+    resumed.optimize(_objective, n_trials=1)  # the new process's sampler loads the policy on first use
+    for mine, saved in zip(resumed.sampler.policy.state_dict().values(), trained.policy.state_dict().values(),
+                           strict=True):
+        assert torch.equal(mine, saved) or resumed.sampler.version > trained.version
+    resumed.optimize(_objective, n_trials=20)
+    fresh = optuna.create_study(direction="maximize", sampler=PPOControllerSampler(seed=1))
+    fresh.optimize(_objective, n_trials=21)
+    continued = np.mean([t.value for t in resumed.trials[-20:]])
+    restarted = np.mean([t.value for t in fresh.trials[-20:]])
+    assert continued > restarted + 1

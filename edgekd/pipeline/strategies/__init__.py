@@ -1,7 +1,7 @@
-"""Search strategies are Optuna samplers registered by name (``--strategy NAME``).
+"""Search strategies: an Optuna sampler (and pruner) registered by name (``--strategy NAME``).
 
-A strategy module registers a factory ``(seed) -> optuna.samplers.BaseSampler``; storage, resume, pruning and
-multi-machine search then come from Optuna. A ``pareto`` strategy searches two objectives (accuracy up, latency
+A strategy module registers a factory ``(seed, max_epochs) -> Strategy``; storage, resume, pruning and
+multi-machine search then come from Optuna. A Pareto strategy searches two objectives (accuracy up, latency
 or MACs down) instead of the scalar MnasNet reward, which is still computed and stored with every trial.
 """
 
@@ -9,41 +9,43 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import optuna
 
 from edgekd.errors import ConfigError
 
-SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
-STRATEGIES: dict[str, SamplerFactory] = {}
-PARETO: set[str] = set()
-BUILTIN = ("random", "evolution", "nsga2")
+
+@dataclass(frozen=True)
+class Strategy:
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner = field(default_factory=optuna.pruners.NopPruner)
+    directions: tuple[str, ...] = ("maximize",)
+    """("maximize",): the reward; ("maximize", "minimize"): accuracy and the reward's cost metric."""
+
+    @property
+    def pareto(self) -> bool:
+        return len(self.directions) == 2
 
 
-def register_strategy(name: str, pareto: bool = False) -> Callable[[SamplerFactory], SamplerFactory]:
-    def deco(factory: SamplerFactory) -> SamplerFactory:
+StrategyFactory = Callable[[int, int], Strategy]
+"""(seed, max_epochs) -> Strategy; max_epochs is the proxy training budget of one candidate."""
+STRATEGIES: dict[str, StrategyFactory] = {}
+BUILTIN = ("random", "evolution", "nsga2", "rl", "bohb")
+
+
+def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
+    def deco(factory: StrategyFactory) -> StrategyFactory:
         STRATEGIES[name] = factory
-        if pareto:
-            PARETO.add(name)
         return factory
 
     return deco
 
 
-def _known(name: str) -> None:
+def make_strategy(name: str, seed: int, max_epochs: int = 1) -> Strategy:
+    """The strategy ``name``, seeded with ``seed``, for candidates trained up to ``max_epochs`` epochs."""
     for module in BUILTIN:
         importlib.import_module(f"edgekd.pipeline.strategies.{module}")
     if name not in STRATEGIES:
         raise ConfigError(f"unknown search strategy {name!r}; available: {sorted(STRATEGIES)}")
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler of strategy ``name``, seeded with ``seed``."""
-    _known(name)
-    return STRATEGIES[name](seed)
-
-
-def directions(name: str) -> list[str]:
-    """The study's directions: the reward (maximize), or accuracy and cost for a Pareto strategy."""
-    _known(name)
-    return ["maximize", "minimize"] if name in PARETO else ["maximize"]
+    return STRATEGIES[name](seed, max_epochs)

@@ -16,7 +16,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
-from edgekd.pipeline.strategies import register_strategy
+from edgekd.pipeline.strategies import Strategy, register_strategy
 
 POPULATION, TOURNAMENT = 10, 3
 
@@ -58,5 +58,5 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
 
 
 @register_strategy("evolution")
-def evolution_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return RegularizedEvolutionSampler(seed=seed)
+def evolution(seed: int, max_epochs: int) -> Strategy:
+    return Strategy(RegularizedEvolutionSampler(seed=seed))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import optuna
 
-from edgekd.pipeline.strategies import register_strategy
+from edgekd.pipeline.strategies import Strategy, register_strategy
 
 POPULATION = 10
 
 
-@register_strategy("nsga2", pareto=True)
-def nsga2_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(population_size=POPULATION, seed=seed)
+@register_strategy("nsga2")
+def nsga2(seed: int, max_epochs: int) -> Strategy:
+    sampler = optuna.samplers.NSGAIISampler(population_size=POPULATION, seed=seed)
+    return Strategy(sampler, directions=("maximize", "minimize"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import optuna
 
-from edgekd.pipeline.strategies import register_strategy
+from edgekd.pipeline.strategies import Strategy, register_strategy
 
 
 @register_strategy("random")
-def random_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed)
+def random_search(seed: int, max_epochs: int) -> Strategy:
+    return Strategy(optuna.samplers.RandomSampler(seed=seed))
