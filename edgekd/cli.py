@@ -41,8 +41,16 @@ CONFIG_OPTIONS: list[Option] = [
     ("devices_file", "devices_file", str, "devices.yaml to use [default: ./devices.yaml, else the shipped one]"),
     ("space", "search.space", str, "Search space preset"),
     ("space_width", "search.space_width", float, "Channel scale of the search space"),
-    ("strategy", "search.strategy", str, "Search strategy"),
-    ("trials", "search.trials", int, "Complete trials to reach (raise it to extend a search)"),
+    ("strategy", "search.strategy", str, "Search strategy: random | evolution (regularized) | nsga2 (accuracy/"
+     "latency Pareto front) | rl (AKD's PPO controller) | bohb (AutoKD's TPE + Hyperband)"),
+    ("trials", "search.trials", int, "Finished trials to reach (raise it to extend a search)"),
+    ("search_kd", "search.search_kd", bool, "AutoKD: search the KD temperature and weight with the architecture"),
+    ("reward_training", "search.reward_training", str, "Proxy training of candidates: kd (AKD's KD-guided "
+     "search) | ce (hard labels, conventional NAS)"),
+    ("jobs", "search.jobs", int, "Local worker processes evaluating candidates"),
+    ("storage", "search.storage", str, "Optuna RDB URL shared by several machines (postgresql://USER:PW@HOST/DB) "
+     "[default: SQLite in the run directory]"),
+    ("study", "search.study", str, "Study name in the storage [default: the run's name]"),
     ("proxy_epochs", "search.proxy.epochs", int, "KD proxy-training epochs per candidate"),
     ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1)"),
     ("target_ms", "search.target_ms", float, "Latency target T in ms [default: a fraction of the teacher's]"),

@@ -46,11 +46,22 @@ class SearchConfig(_Model):
     target_ms: Annotated[float, Field(gt=0)] | None = None
     target_mmacs: Annotated[float, Field(gt=0)] | None = None
     target_fraction_of_teacher: Fraction = 0.25
+    search_kd: bool = False
+    """AutoKD: the KD temperature and weight are searched with the architecture and carried into distillation."""
+    reward_training: Literal["kd", "ce"] = "kd"
+    """How candidates are proxy-trained: with distillation (AKD's KD-guided search) or hard labels only."""
+    jobs: Annotated[int, Field(ge=1)] = 1
+    storage: str | None = None
+    """An Optuna RDB URL shared by several machines; None: SQLite in the run directory."""
+    study: str | None = None
+    """The study's name in the storage; None: the run's name."""
 
     @model_validator(mode="after")
-    def _one_target(self) -> SearchConfig:
+    def _consistent(self) -> SearchConfig:
         if self.target_ms is not None and self.target_mmacs is not None:
             raise ValueError("give either target_ms (latency target) or target_mmacs (MACs target), not both")
+        if self.search_kd and self.reward_training == "ce":
+            raise ValueError("search_kd searches KD settings, which hard-label (ce) proxy training does not use")
         return self
 
 
@@ -98,8 +109,9 @@ class RunConfig(_Model):
 
 
 # Settings that may differ from a run's saved config without starting a new run: more trials only extend the
-# search, and export settings only shape what `edgekd export` writes from the finished student.
-CHANGEABLE = ("search.trials", "export.", "version")
+# search, more or fewer worker processes only change its speed, and export settings only shape what
+# `edgekd export` writes from the finished student.
+CHANGEABLE = ("search.trials", "search.jobs", "export.", "version")
 
 
 def _changeable(key: str) -> bool:

@@ -1,19 +1,33 @@
-"""Terminal output: one rich console on stderr and progress bars that nest (search trials over epochs)."""
+"""Terminal output: one rich console on stderr and progress bars that nest (search trials over epochs), with
+an optional live table under them."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(stderr=True, quiet=bool(os.environ.get("EDGEKD_QUIET")))
 error_console = Console(stderr=True)
 """Errors and interruptions: printed even with EDGEKD_QUIET, which only hides progress and summaries."""
-_progress: Progress | None = None
+
+
+class _ProgressWithTable(Progress):
+    """Progress bars with an optional table below them (a search's best trials), refreshed with the bars."""
+
+    table: RenderableType | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        if self.table is not None:
+            yield self.table
+
+
+_progress: _ProgressWithTable | None = None
 _open_tasks = 0
 
 
@@ -22,7 +36,7 @@ def progress(description: str, total: int, completed: int = 0) -> Iterator[Calla
     """A progress bar; yields ``update(advance=1, **fields)``. Bars opened inside another share its display."""
     global _progress, _open_tasks
     if _progress is None:
-        _progress = Progress(
+        _progress = _ProgressWithTable(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
         )
@@ -31,8 +45,10 @@ def progress(description: str, total: int, completed: int = 0) -> Iterator[Calla
     _open_tasks += 1
     bar = _progress
 
-    def update(advance: int = 1, info: str | None = None) -> None:
+    def update(advance: int = 1, info: str | None = None, table: RenderableType | None = None) -> None:
         bar.update(task, advance=advance, **({"info": info} if info is not None else {}))
+        if table is not None:
+            bar.table = table
 
     try:
         yield update

@@ -18,8 +18,8 @@ EpochReport = Callable[[int, float], None]
 
 
 class Evaluator(Protocol):
-    def evaluate(self, spec: ArchSpec, report: EpochReport | None = None) -> float:
-        """Estimated accuracy of ``spec`` (higher is better)."""
+    def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
+        """Estimated accuracy of ``spec`` (higher is better), trained with ``kd`` (None: the evaluator's own)."""
         ...
 
 
@@ -32,11 +32,11 @@ class KDProxyEvaluator:
     def __init__(self, data: Data, teacher_logits: Tensor | None, proxy: TrainConfig, kd: KDConfig, seed: int = 0):
         self.data, self.teacher_logits, self.proxy, self.kd, self.seed = data, teacher_logits, proxy, kd, seed
 
-    def evaluate(self, spec: ArchSpec, report: EpochReport | None = None) -> float:
+    def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
         torch.manual_seed(self.seed)
         model = build(spec)
         history = train(
-            model, self.data, self.proxy, self.kd, self.teacher_logits, train_split="mini_train",
+            model, self.data, self.proxy, kd or self.kd, self.teacher_logits, train_split="mini_train",
             eval_split="mini_val", seed=self.seed,
             on_epoch=(lambda s: report(s.epoch, s.eval_acc)) if report else None,
         )

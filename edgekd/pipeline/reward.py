@@ -32,6 +32,9 @@ class Reward:
         if self.metric not in ("latency_ms", "mmacs"):
             raise ConfigError(f"unknown reward metric {self.metric!r}; expected latency_ms or mmacs")
 
+    def describe(self) -> dict[str, float | str]:
+        return {"target": self.target, "metric": self.metric, "constraint": self.constraint}
+
     def __call__(self, acc: float, metrics: dict[str, float]) -> float:
         alpha, beta = CONSTRAINTS[self.constraint]
         return mnas_reward(acc, metrics[self.metric], self.target, alpha, beta)

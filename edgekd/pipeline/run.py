@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekd.config import RunConfig, read_json
+from edgekd.config import KDConfig, RunConfig, read_json
 from edgekd.errors import RunStateError
 from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.context import RunContext, open_run
@@ -14,35 +16,92 @@ from edgekd.pipeline.distill import Student, distill, load_student
 from edgekd.pipeline.evaluator import KDProxyEvaluator
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
 from edgekd.pipeline.package import package
-from edgekd.pipeline.search import SearchResult, search
+from edgekd.pipeline.reward import Reward
+from edgekd.pipeline.search import (
+    SearchResult,
+    TrialObjective,
+    finished,
+    open_study,
+    result_of,
+    run_trials,
+    search,
+    watch_search,
+)
 from edgekd.pipeline.validate import validate
-from edgekd.ui import summary
+from edgekd.ui import console, summary
 
 
 def run_search(ctx: RunContext) -> SearchResult:
-    """Search (or resume searching) the run's space; writes search/."""
-    cfg = ctx.cfg
-    evaluator = KDProxyEvaluator(ctx.data, ctx.teacher.logits, cfg.search.proxy, cfg.kd, cfg.seed)
+    """Search (or resume searching) the run's space, in ``search.jobs`` processes; writes search/."""
+    cfg, out = ctx.cfg, ctx.stage_dir("search")
     reward = ctx.reward()
-    result = search(cfg, ctx.space, evaluator, ctx.latency, reward, ctx.stage_dir("search"))
+    if cfg.search.jobs == 1:
+        result = search(cfg, ctx.space, _evaluator(ctx), ctx.latency, reward, out)
+    else:
+        result = _search_in_processes(ctx, reward)
     b = result.best
     summary(f"search: {result.n_trials} trials, {len(result.pareto)} on the Pareto front", {
         "reward target": f"{reward.target:.4g} ({reward.metric}, {reward.constraint})",
         "best reward": b["reward"], "best mini-val acc": b["acc"], "best latency ms": b["latency_ms"],
-        "best MMACs": b["mmacs"], "arch id": b["arch_id"],
+        "best MMACs": b["mmacs"], "KD tau / alpha": f"{b['kd']['tau']:g} / {b['kd']['alpha']:g}",
+        "arch id": b["arch_id"],
     })
     return result
 
 
+def _evaluator(ctx: RunContext) -> KDProxyEvaluator:
+    cfg = ctx.cfg
+    return KDProxyEvaluator(ctx.data, ctx.teacher.logits, cfg.search.proxy, cfg.kd, cfg.seed)
+
+
+def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
+    cfg, out = ctx.cfg, ctx.stage_dir("search")
+    if ctx.device.measurable and ctx.device.spec.kind == "local":
+        console.print(f"[yellow]note[/]: {cfg.search.jobs} workers train on this host while its latency is "
+                      "measured; expect noisier figures (or use a predictor or remote device)")
+    ctx.teacher.logits  # noqa: B018 -- trained and cached once here, not once per worker
+    study = open_study(cfg, out)  # created here first, so workers never race to create it
+    spawn = multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_search_worker, args=(cfg, ctx.run_dir.parent, i, reward), daemon=True)
+               for i in range(cfg.search.jobs)]
+    for w in workers:
+        w.start()
+    try:
+        records = watch_search(study, cfg, reward, out, alive=lambda: any(w.is_alive() for w in workers))
+    finally:
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+    failed = {i: w.exitcode for i, w in enumerate(workers) if w.exitcode not in (0, None)}
+    if failed and finished(study) < cfg.search.trials:
+        raise RunStateError(f"search workers failed (worker: exit code) {failed}; rerun with --jobs 1 to see why")
+    return result_of(records)
+
+
+def _search_worker(cfg: RunConfig, runs_root: Path, index: int, reward: Reward) -> None:
+    """One process of a ``--jobs`` search: its own data, teacher logits (cached), latency model and trials."""
+    import torch
+
+    console.quiet = True
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.search.jobs))
+    ctx = open_run(cfg, runs_root)
+    study = open_study(cfg, ctx.stage_dir("search"), worker=index + 1)
+    run_trials(study, TrialObjective(cfg, ctx.space, _evaluator(ctx), ctx.latency, reward), cfg.search.trials)
+
+
 def run_distill(ctx: RunContext) -> Student:
-    """Distill the search's best architecture; writes student/."""
+    """Distill the search's best architecture (with its searched KD settings, if searched); writes student/."""
     best_path = ctx.stage_dir("search") / "best.json"
     if not best_path.is_file():
         raise RunStateError(f"no search result at {best_path}; run `edgekd search` first")
-    student = distill(ctx, ArchSpec.from_dict(read_json(best_path)["arch"]))
+    best = read_json(best_path)
+    kd = KDConfig(**best["kd"]) if ctx.cfg.search.search_kd else None
+    student = distill(ctx, ArchSpec.from_dict(best["arch"]), kd)
     m = student.metrics
     summary("distill", {"student held-out acc": m["val_acc"], "teacher held-out acc": m["teacher_val_acc"],
-                        "epochs": m["epochs"], "MMACs": m["mmacs"], "M params": m["mparams"]})
+                        "epochs": m["epochs"], "KD tau / alpha": f"{m['kd']['tau']:g} / {m['kd']['alpha']:g}",
+                        "MMACs": m["mmacs"], "M params": m["mparams"]})
     return student
 
 

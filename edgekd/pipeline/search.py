@@ -1,34 +1,55 @@
-"""KD-guided architecture search on an Optuna study stored in the run directory.
+"""KD-guided architecture search on an Optuna study (SQLite in the run directory, or a shared RDB URL).
 
-Each trial: the strategy's sampler picks the space's categorical choices, the candidate's latency (device)
-and MACs are measured, the evaluator trains it with distillation on mini-train and scores it on mini-val,
-and the MnasNet reward is told to the study. Every finished trial is in SQLite before the next starts;
-re-running the same command resumes the study (an interrupted trial is failed and retried).
+Each trial: the strategy's sampler picks the space's categorical choices (and, with ``search_kd``, the KD
+temperature and weight), the candidate's latency (device) and MACs are measured, the evaluator trains it on
+mini-train and scores it on mini-val after every epoch (the strategy's pruner may stop it early), and the
+MnasNet reward (or, for a Pareto strategy, accuracy and cost) is told to the study. Every finished trial is in
+the storage before the next starts; re-running the same command resumes the study. Several processes or
+machines may work on one study: Optuna's heartbeat fails the trials of a worker that died, and they are
+retried; a candidate already evaluated (same architecture, KD settings, budget, data and seed) is not trained
+again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
+from rich.table import Table
 
-from edgekd.config import RunConfig, write_json
+from edgekd.config import KDConfig, RunConfig, write_json
+from edgekd.errors import ConfigError
 from edgekd.latency_models import LatencyModel
 from edgekd.latency_models.flops import count_macs_params
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.evaluator import Evaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace
-from edgekd.pipeline.strategies import directions, make_sampler
+from edgekd.pipeline.strategies import make_strategy
 from edgekd.ui import console, progress
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").propagate = False
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+KD_TAUS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
+KD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+"""The KD settings searched with ``search_kd``: AutoKD's ranges, temperature 1..10 and weight 0..1."""
+HEARTBEAT_S, GRACE_S, MAX_RETRY = 20, 120, 3
 
 
 @dataclass
@@ -41,28 +62,221 @@ class SearchResult:
     def best_arch(self) -> ArchSpec:
         return ArchSpec.from_dict(self.best["arch"])
 
+    @property
+    def best_kd(self) -> KDConfig:
+        return KDConfig(**self.best["kd"])
+
 
 def storage_url(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
-def _recover_interrupted(study: optuna.Study) -> int:
-    """Fail the trials a killed process left RUNNING and queue their choices again; returns how many."""
-    retried = 0
+def open_storage(url: str) -> RDBStorage:
+    """``url`` with heartbeats: a worker silent for GRACE_S has its trial failed and retried by the others."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since Optuna 2.8
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          failed_trial_callback=_retry())
+
+
+def _retry() -> RetryHeartbeatStaleTrialCallback:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def study_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What every worker of a study must share: it decides what a trial's result means."""
+    return {
+        "data": cfg.data, "resolution": cfg.resolution, "mini_val_fraction": cfg.mini_val_fraction,
+        "seed": cfg.seed, "teacher": cfg.teacher, "teacher_weights": cfg.teacher_weights,
+        "space": cfg.search.space, "space_width": cfg.search.space_width, "strategy": cfg.search.strategy,
+        "proxy": cfg.search.proxy.model_dump(), "kd": cfg.kd.model_dump(), "search_kd": cfg.search.search_kd,
+        "reward_training": cfg.search.reward_training, "device": cfg.device,
+    }
+
+
+def open_study(cfg: RunConfig, out_dir: Path, worker: int = 0) -> optuna.Study:
+    """Create or load the run's study, checking that it was made with the same settings, and give it the
+    strategy's sampler (seeded past the trials already drawn, so a resumed sampler does not replay them)."""
+    name, s = cfg.search.study or cfg.name, cfg.search
+    strategy = make_strategy(s.strategy, cfg.seed, s.proxy.epochs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=open_storage(s.storage or storage_url(out_dir)),
+                                directions=list(strategy.directions), pruner=strategy.pruner, load_if_exists=True)
+    settings = json.loads(json.dumps(study_settings(cfg)))
+    saved = study.user_attrs.get("settings")
+    if saved is None:
+        study.set_user_attr("settings", settings)
+    elif saved != settings:
+        diffs = ", ".join(f"{k}: study {saved.get(k)!r}, here {v!r}" for k, v in settings.items() if saved.get(k) != v)
+        raise ConfigError(f"study {name!r} was made with other settings ({diffs})")
+    seed = cfg.seed + 7919 * worker + len(study.get_trials(deepcopy=False))
+    study.sampler = make_strategy(s.strategy, seed, s.proxy.epochs).sampler
+    return study
+
+
+def _worker_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_local_trials(study: optuna.Study) -> int:
+    """Fail and requeue the RUNNING trials of dead processes on this host (without waiting for the heartbeat's
+    grace period, which covers other machines); returns how many."""
+    host, retried = socket.gethostname(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+        if owner_host != host or _alive(int(pid)):
+            continue
         try:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:  # it finished (or another process failed it) meanwhile
             continue
-        # Not skip_if_exists: the failed trial itself holds these params, so Optuna would skip the retry.
-        study.enqueue_trial(t.params)
+        _retry()(study, study._storage.get_trial(t._trial_id))
         retried += 1
     return retried
 
 
+def eval_key(cfg: RunConfig, arch_id: str, kd: KDConfig) -> str:
+    """What makes two evaluations the same: architecture, KD settings, budget, data, teacher and seed."""
+    basis = {"arch": arch_id, "kd": kd.model_dump(), **study_settings(cfg)}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TrialObjective:
+    """One trial: measure the candidate, proxy-train it (or reuse an earlier evaluation), store everything."""
+
+    def __init__(self, cfg: RunConfig, space: SearchSpace, evaluator: Evaluator, latency: LatencyModel,
+                 reward: Reward) -> None:
+        self.cfg, self.space, self.evaluator, self.latency, self.reward = cfg, space, evaluator, latency, reward
+        self.epochs = cfg.search.proxy.epochs
+        self.trained = 0
+        """Candidates this process trained (reused evaluations are not counted)."""
+
+    def kd_of(self, trial: optuna.Trial) -> KDConfig:
+        s = self.cfg.search
+        if s.search_kd:
+            return KDConfig(tau=trial.suggest_categorical("kd_tau", KD_TAUS),
+                            alpha=trial.suggest_categorical("kd_alpha", KD_ALPHAS))
+        return KDConfig(tau=self.cfg.kd.tau, alpha=0.0) if s.reward_training == "ce" else self.cfg.kd
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        trial.set_user_attr("worker", _worker_tag())
+        spec = self.space.decode({n: trial.suggest_categorical(n, v) for n, v in self.space.choices.items()})
+        kd = self.kd_of(trial)
+        mmacs, mparams = count_macs_params(build(spec), spec.input_shape)
+        metrics = {"latency_ms": self.latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
+        key = eval_key(self.cfg, spec.id, kd)
+        attrs: dict[str, Any] = {**metrics, "arch_id": spec.id, "arch": spec.to_dict(), "kd": kd.model_dump(),
+                                 "eval_key": key}
+        pareto = len(trial.study.directions) == 2
+        curve: list[float] = []
+
+        def report(epoch: int, acc: float) -> None:
+            if epoch <= len(curve):  # replayed from an earlier evaluation already
+                return
+            curve.append(acc)
+            value = self.reward(acc, metrics)
+            self._store(trial, attrs | {"acc": acc, "reward": value, "acc_curve": curve, "epochs": epoch})
+            if pareto:  # Optuna's pruners work on single-objective studies only
+                return
+            trial.report(value, epoch)
+            if epoch < self.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"reward {value:.4f} after {epoch} epoch(s)")
+
+        earlier = self._earlier_curve(trial.study, key)
+        if earlier:
+            attrs["reused_from"] = earlier[0]
+        for epoch, acc in enumerate(earlier[1] if earlier else [], 1):
+            report(epoch, acc)
+        if len(curve) < self.epochs:
+            self.trained += 1
+            self.evaluator.evaluate(spec, report=report, kd=kd)
+        acc = curve[-1]
+        return (acc, metrics[self.reward.metric]) if pareto else self.reward(acc, metrics)
+
+    @staticmethod
+    def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+
+    @staticmethod
+    def _earlier_curve(study: optuna.Study, key: str) -> tuple[int, list[float]] | None:
+        """The longest accuracy curve a finished trial recorded for ``key``, with its trial number."""
+        found = [(t.number, t.user_attrs["acc_curve"]) for t in study.get_trials(deepcopy=False, states=FINISHED)
+                 if t.user_attrs.get("eval_key") == key]
+        return max(found, key=lambda f: len(f[1]), default=None)
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_trials(study: optuna.Study, objective: TrialObjective, trials: int,
+               on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+    """Run trials in this process until the study has ``trials`` finished (complete or pruned) ones.
+
+    After each trial, the trials of dead worker processes on this host are failed and queued again."""
+    if finished(study) >= trials:
+        return
+    callbacks = [MaxTrialsCallback(trials, states=FINISHED), lambda s, _t: recover_dead_local_trials(s)]
+    callbacks += [on_trial] if on_trial else []
+    study.optimize(objective, callbacks=callbacks, gc_after_trial=False)
+
+
+def search(cfg: RunConfig, space: SearchSpace, evaluator: Evaluator, latency: LatencyModel, reward: Reward,
+           out_dir: Path) -> SearchResult:
+    """Run (or resume) the search of ``cfg`` in this process until ``cfg.search.trials`` trials are finished."""
+    study = open_study(cfg, out_dir)
+    retried = recover_dead_local_trials(study)
+    if retried:
+        console.print(f"resuming: {retried} interrupted trial(s) will be retried")
+    write_json(out_dir / "reward.json", reward.describe())
+    objective = TrialObjective(cfg, space, evaluator, latency, reward)
+    with progress(f"search ({cfg.search.strategy})", cfg.search.trials, completed=finished(study)) as bar:
+        def on_trial(study: optuna.Study, _trial: FrozenTrial) -> None:
+            records = write_results(study, out_dir, reward)
+            bar(info=_best_line(records), table=leaderboard(records))
+
+        run_trials(study, objective, cfg.search.trials, on_trial)
+    return result_of(write_results(study, out_dir, reward))
+
+
+def watch_search(study: optuna.Study, cfg: RunConfig, reward: Reward, out_dir: Path, alive: Callable[[], bool],
+                 poll_s: float = 1.0) -> list[dict[str, Any]]:
+    """Show the progress of workers in other processes until none is ``alive``; returns the final records."""
+    recovered = recover_dead_local_trials(study)
+    if recovered:
+        console.print(f"resuming: {recovered} interrupted trial(s) will be retried")
+    write_json(out_dir / "reward.json", reward.describe())
+    seen = finished(study)
+    with progress(f"search ({cfg.search.strategy}, {cfg.search.jobs} workers)", cfg.search.trials,
+                  completed=seen) as bar:
+        while alive():
+            time.sleep(poll_s)
+            now = finished(study)
+            if now > seen:
+                records = write_results(study, out_dir, reward)
+                bar(advance=now - seen, info=_best_line(records), table=leaderboard(records))
+                seen = now
+    return write_results(study, out_dir, reward)
+
+
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    """What a finished trial stored: its number, reward, metrics, choices and architecture."""
-    return {"trial": t.number, "reward": _reward_of(t), **t.user_attrs, "choices": t.params}
+    """What a finished trial stored: its number, state, metrics, KD settings, choices and architecture."""
+    choices = {k: v for k, v in t.params.items() if not k.startswith("kd_")}
+    return {"trial": t.number, "state": t.state.name.lower(), **t.user_attrs, "choices": choices}
 
 
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,77 +292,50 @@ def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: r["latency_ms"])
 
 
-def search(
-    cfg: RunConfig,
-    space: SearchSpace,
-    evaluator: Evaluator,
-    latency: LatencyModel,
-    reward: Reward,
-    out_dir: Path,
-) -> SearchResult:
-    """Run (or resume) the search of ``cfg`` until ``cfg.search.trials`` trials are complete."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage_url(out_dir)
-    study = optuna.create_study(study_name=cfg.name, storage=storage, directions=directions(cfg.search.strategy),
-                                load_if_exists=True)
-    pareto = len(study.directions) == 2
-    # A resumed sampler is seeded past the trials already drawn, so it does not replay them.
-    study.sampler = make_sampler(cfg.search.strategy, cfg.seed + len(study.get_trials(deepcopy=False)))
-    retried = _recover_interrupted(study)
-    if retried:
-        console.print(f"resuming: {retried} interrupted trial(s) will be retried")
-    write_json(out_dir / "reward.json",
-               {"target": reward.target, "metric": reward.metric, "constraint": reward.constraint})
-
-    def complete() -> int:
-        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-    done = min(complete(), cfg.search.trials)
-    with progress(f"search ({cfg.search.strategy})", cfg.search.trials, completed=done) as bar:
-        while complete() < cfg.search.trials:
-            trial = study.ask()
-            try:
-                record = _evaluate_trial(trial, space, evaluator, latency, reward)
-            except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            study.tell(trial, [record["acc"], record[reward.metric]] if pareto else record["reward"])
-            best = max(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=_reward_of)
-            acc, ms = best.user_attrs["acc"], best.user_attrs["latency_ms"]
-            bar(info=f"best reward {_reward_of(best):.4f} (acc {acc:.3f}, {ms:.3f} ms)")
-    return write_results(study, out_dir, reward)
+def _complete(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["state"] == "complete"]
 
 
-def _evaluate_trial(
-    trial: optuna.Trial, space: SearchSpace, evaluator: Evaluator, latency: LatencyModel, reward: Reward
-) -> dict[str, Any]:
-    choices = {name: trial.suggest_categorical(name, values) for name, values in space.choices.items()}
-    spec = space.decode(choices)
-    mmacs, mparams = count_macs_params(build(spec), spec.input_shape)
-    metrics = {"latency_ms": latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
-    # Per-epoch reports feed Optuna's pruners, which work on single-objective studies only.
-    single = len(trial.study.directions) == 1
-    acc = evaluator.evaluate(spec, report=(lambda epoch, acc: trial.report(acc, epoch)) if single else None)
-    attrs = {"acc": acc, **metrics, "reward": reward(acc, metrics), "arch_id": spec.id, "arch": spec.to_dict()}
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-    return attrs
+def _best_line(records: list[dict[str, Any]]) -> str:
+    complete = _complete(records)
+    if not complete:
+        return ""
+    b = max(complete, key=lambda r: r["reward"])
+    return f"best reward {b['reward']:.4f} (acc {b['acc']:.3f}, {b['latency_ms']:.3f} ms)"
 
 
-def _reward_of(t: FrozenTrial) -> float:
-    return t.user_attrs["reward"]
+def leaderboard(records: list[dict[str, Any]], top: int = 5) -> Table:
+    """The best complete trials by reward, as a table for the live display."""
+    table = Table(title="best trials", title_justify="left")
+    for column in ("trial", "reward", "mini-val acc", "latency ms", "MMACs", "KD tau/alpha", "arch"):
+        table.add_column(column, justify="right")
+    for r in sorted(_complete(records), key=lambda r: -r["reward"])[:top]:
+        table.add_row(str(r["trial"]), f"{r['reward']:.4f}", f"{r['acc']:.4f}", f"{r['latency_ms']:.4f}",
+                      f"{r['mmacs']:.2f}", f"{r['kd']['tau']:g}/{r['kd']['alpha']:g}", r["arch_id"][:10])
+    return table
 
 
-def write_results(study: optuna.Study, out_dir: Path, reward: Reward) -> SearchResult:
-    """Write best.json, pareto.json, trials.json and pareto.png from the study's complete trials."""
-    records = [trial_record(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    best = max(records, key=lambda r: r["reward"])
-    front = pareto_front(records)
-    write_json(out_dir / "best.json", best)
-    write_json(out_dir / "pareto.json", front)
+def write_results(study: optuna.Study, out_dir: Path, reward: Reward) -> list[dict[str, Any]]:
+    """Write trials.json, and from the complete trials best.json, pareto.json and pareto.png; returns the
+    records of all finished trials."""
+    records = [trial_record(t) for t in study.get_trials(deepcopy=False, states=FINISHED)]
     write_json(out_dir / "trials.json", records)
-    _plot(records, front, best, reward, out_dir / "pareto.png")
-    return SearchResult(best=best, pareto=front, n_trials=len(records))
+    complete = _complete(records)
+    if complete:
+        best = max(complete, key=lambda r: r["reward"])
+        front = pareto_front(complete)
+        write_json(out_dir / "best.json", best)
+        write_json(out_dir / "pareto.json", front)
+        _plot(complete, front, best, reward, out_dir / "pareto.png")
+    return records
+
+
+def result_of(records: list[dict[str, Any]]) -> SearchResult:
+    complete = _complete(records)
+    if not complete:
+        raise ConfigError("the search finished no candidate (all were pruned); raise --trials")
+    return SearchResult(best=max(complete, key=lambda r: r["reward"]), pareto=pareto_front(complete),
+                        n_trials=len(records))
 
 
 def _plot(records: list[dict], front: list[dict], best: dict, reward: Reward, path: Path) -> None:

@@ -1,16 +1,20 @@
 import json
+import socket
+import subprocess
+import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from edgekd.config import KDConfig, TrainConfig
+from edgekd.errors import ConfigError
 from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.data import load_data
 from edgekd.pipeline.evaluator import KDProxyEvaluator
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.search import pareto_front, search, storage_url
-from edgekd.pipeline.space import make_space
+from edgekd.pipeline.search import KD_ALPHAS, KD_TAUS, eval_key, pareto_front, search, storage_url
+from edgekd.pipeline.space import RestrictedSpace, make_space
 
 
 class CountingEvaluator:
@@ -19,11 +23,11 @@ class CountingEvaluator:
     def __init__(self, inner, stop_at=None):
         self.inner, self.stop_at, self.specs = inner, stop_at, []
 
-    def evaluate(self, spec, report=None):
+    def evaluate(self, spec, report=None, kd=None):
         self.specs.append(spec.id)
         if len(self.specs) == self.stop_at:
             raise KeyboardInterrupt
-        return self.inner.evaluate(spec, report)
+        return self.inner.evaluate(spec, report, kd)
 
 
 @pytest.fixture
@@ -47,7 +51,7 @@ def test_search_writes_best_pareto_and_stores_metrics_with_every_trial(setup):
     trials = json.loads((out / "trials.json").read_text())
     assert len(trials) == 3 and result.n_trials == 3
     for t in trials:
-        assert {"acc", "latency_ms", "mmacs", "mparams", "arch_id", "arch", "reward"} <= set(t)
+        assert {"acc", "latency_ms", "mmacs", "mparams", "arch_id", "arch", "reward", "kd", "acc_curve"} <= set(t)
         assert t["reward"] == pytest.approx(reward(t["acc"], t))
     best = json.loads((out / "best.json").read_text())
     assert best["reward"] == max(t["reward"] for t in trials)
@@ -76,6 +80,8 @@ def test_a_killed_worker_s_running_trial_is_failed_and_retried(setup):
     study = optuna.load_study(study_name="tiny", storage=storage_url(out))
     orphan = study.ask()  # what a process killed mid-trial leaves behind: RUNNING forever
     orphan_choices = {k: orphan.suggest_categorical(k, v) for k, v in space.choices.items()}
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{int(dead.stdout)}")
 
     grown = cfg.model_copy(update={"search": cfg.search.model_copy(update={"trials": 3})})
     again = CountingEvaluator(proxy)
@@ -101,3 +107,69 @@ def test_a_pareto_strategy_searches_accuracy_and_latency_and_still_reports_the_r
     trials = json.loads((out / "trials.json").read_text())
     assert result.best["reward"] == max(t["reward"] for t in trials) == pytest.approx(
         reward(result.best["acc"], result.best))
+
+
+def _with(cfg, **search):
+    return cfg.model_copy(update={"search": cfg.search.model_copy(update=search)})
+
+
+def test_a_candidate_already_evaluated_is_reused_not_trained_again(setup):
+    cfg, space, proxy, latency, reward, out = setup
+    free = "s3_width"
+    small = RestrictedSpace(space, {k: v[0] for k, v in space.choices.items() if k != free})  # 3 candidates
+    counting = CountingEvaluator(proxy)
+    search(_with(cfg, trials=8), small, counting, latency, reward, out)
+    trials = json.loads((out / "trials.json").read_text())
+    assert len(counting.specs) == len(set(counting.specs)) == len({t["arch_id"] for t in trials}) <= 3
+    reused = [t for t in trials if "reused_from" in t]
+    assert len(reused) == 8 - len(counting.specs)
+    by_number = {t["trial"]: t for t in trials}
+    for t in reused:
+        assert t["acc_curve"] == by_number[t["reused_from"]]["acc_curve"] and t["acc"] == t["acc_curve"][-1]
+
+
+class KDRecordingEvaluator(CountingEvaluator):
+    def evaluate(self, spec, report=None, kd=None):
+        self.kds = [*getattr(self, "kds", []), kd]
+        return super().evaluate(spec, report, kd)
+
+
+def test_search_kd_makes_temperature_and_weight_decisions_of_every_trial(setup):
+    cfg, space, proxy, latency, reward, out = setup
+    recording = KDRecordingEvaluator(proxy)
+    result = search(_with(cfg, trials=3, search_kd=True), space, recording, latency, reward, out)
+    study = optuna.load_study(study_name="tiny", storage=storage_url(out))
+    for t, kd in zip(study.trials, recording.kds, strict=True):
+        assert t.params["kd_tau"] in KD_TAUS and t.params["kd_alpha"] in KD_ALPHAS
+        assert (kd.tau, kd.alpha) == (t.params["kd_tau"], t.params["kd_alpha"]) == tuple(t.user_attrs["kd"].values())
+    best = study.trials[result.best["trial"]]
+    assert result.best_kd == KDConfig(tau=best.params["kd_tau"], alpha=best.params["kd_alpha"])
+    assert "kd_tau" not in result.best["choices"]  # choices stay the architecture's
+
+
+def test_hard_label_search_trains_candidates_without_the_teacher(setup):
+    cfg, space, proxy, latency, reward, out = setup
+    recording = KDRecordingEvaluator(proxy)
+    search(_with(cfg, trials=2, reward_training="ce"), space, recording, latency, reward, out)
+    assert [kd.alpha for kd in recording.kds] == [0.0, 0.0]
+    assert eval_key(_with(cfg, reward_training="ce"), "a", KDConfig(alpha=0)) != eval_key(cfg, "a", KDConfig())
+
+
+def test_bohb_search_prunes_candidates_between_epochs(setup):
+    cfg, space, proxy, latency, reward, out = setup
+    three = KDProxyEvaluator(proxy.data, None, TrainConfig(epochs=3), KDConfig(alpha=0.0))
+    cfg = _with(cfg, trials=10, strategy="bohb", proxy=TrainConfig(epochs=3))
+    result = search(cfg, space, three, latency, reward, out)
+    trials = json.loads((out / "trials.json").read_text())
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert result.n_trials == 10 and pruned
+    assert all(t["epochs"] == len(t["acc_curve"]) < 3 for t in pruned)
+    assert all(t["epochs"] == 3 for t in trials if t["state"] == "complete")
+    assert result.best["state"] == "complete"
+
+
+def test_a_study_refuses_a_worker_with_other_settings(setup):
+    cfg, space, proxy, latency, reward, out = setup
+    search(cfg, space, proxy, latency, reward, out)
+    with pytest.raises(ConfigError, match="reward_training"):
+        search(_with(cfg, reward_training="ce"), space, proxy, latency, reward, out)
