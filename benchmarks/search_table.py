@@ -6,7 +6,7 @@ and trained with the KD proxy (AKD: distillation from the quick-start teacher on
 cosine) for --epochs, with its mini-val accuracy recorded after every epoch. The table is written once to
 benchmarks/data/search_table.json; an interrupted build resumes from benchmarks/data/search_table.partial.jsonl.
 
-    python benchmarks/search_table.py [--epochs 9]      # about 40 minutes on one core
+    python benchmarks/search_table.py [--epochs 9] [--shard K/N]      # about 40 minutes on one core
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
 TABLE = DATA / "search_table.json"
+PARTIAL = DATA / "search_table.partial.jsonl"
 FIXED_LAYERS = {f"s{i}_layers": -1 for i in range(7)}
 FIXED = FIXED_LAYERS | {f"s{i}_op": "mbconv_e1" for i in range(7)} | {f"s{i}_kernel": 3 for i in range(7)} | {
     f"s{i}_se": 0.0 for i in range(7)} | {f"s{i}_width": 0.75 for i in range(7)} | {
@@ -35,7 +36,12 @@ def table_space():
     return RestrictedSpace(base, {k: v for k, v in FIXED.items() if k not in FREE}, FREE_VALUES)
 
 
-def build(epochs: int) -> None:
+def _done() -> dict[str, dict]:
+    rows = [json.loads(line) for line in PARTIAL.open()] if PARTIAL.is_file() else []
+    return {row["arch_id"]: row for row in rows}
+
+
+def build(epochs: int, shard: int = 0, shards: int = 1) -> None:
     import torch
 
     from edgekd.config import RunConfig, SearchConfig, TrainConfig
@@ -52,10 +58,12 @@ def build(epochs: int) -> None:
     specs = [space.decode(c) for c in members]
     latencies = ctx.latency.latency_many(specs)  # first, while nothing else runs on the host
     evaluator = KDProxyEvaluator(ctx.data, ctx.teacher.logits, proxy, cfg.kd, cfg.seed)
-    partial = DATA / "search_table.partial.jsonl"
-    done = {json.loads(line)["arch_id"]: json.loads(line) for line in partial.open()} if partial.is_file() else {}
-    with progress("KD proxy training", len(specs), completed=len(done)) as bar, partial.open("a") as log:
-        for choices, spec, ms in zip(members, specs, latencies, strict=True):
+    mine = [i for i in range(len(specs)) if i % shards == shard]
+    done = _done()
+    with progress("KD proxy training", len(mine), completed=sum(specs[i].id in done for i in mine)) as bar, \
+            PARTIAL.open("a") as log:
+        for i in mine:
+            choices, spec, ms = members[i], specs[i], latencies[i]
             if spec.id in done:
                 continue
             curve: list[float] = []
@@ -65,6 +73,10 @@ def build(epochs: int) -> None:
             log.flush()
             done[spec.id] = row
             bar()
+    done = _done()
+    if len(done) < len(specs):
+        print(f"shard {shard}/{shards} done; {len(specs) - len(done)} architectures left to other shards")
+        return
     from edgekd.latency_models.flops import count_macs_params
     from edgekd.pipeline.arch import build as build_model
 
@@ -79,11 +91,15 @@ def build(epochs: int) -> None:
         "proxy": proxy.model_dump(), "kd": cfg.kd.model_dump(), "device": ctx.device.name,
         "teacher_latency_ms": ctx.teacher_latency_ms(), "rows": rows,
     }, indent=1) + "\n")
-    partial.unlink()
+    PARTIAL.unlink()
     print(f"wrote {TABLE}: {len(rows)} architectures x {epochs} epochs")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=9)
-    build(parser.parse_args().epochs)
+    parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th (N "
+                        "processes share the build; the last to finish writes the table)")
+    args = parser.parse_args()
+    shard, shards = map(int, args.shard.split("/"))
+    build(args.epochs, shard, shards)

@@ -1,0 +1,128 @@
+"""Search strategies against each other on a tabular benchmark of real KD proxy evaluations.
+
+The table (benchmarks/data/search_table.json, built once by benchmarks/search_table.py) holds every
+architecture of a reduced `mnas` space with its latency measured on this host's CPU and its mini-val accuracy
+after each of 9 epochs of KD proxy training on the embedded digits data. Each strategy searches it through the
+real search code (edgekd's trial objective: reward = ACC x (LAT/T)^-0.07 with T the table's median latency,
+per-epoch reports, Hyperband pruning for bohb, evaluated candidates reused) for --trials trials over --seeds
+seeds; a candidate's "training" replays its row and counts the epochs replayed. Printed: mean best reward after
+10, 25, 50, 75 and 100 trials per strategy, the trials each needs to reach random search's mean best reward
+after 100 trials, and the proxy-training epochs spent to get there.
+Bar: rl, evolution and bohb reach random search's 100-trial mean best reward in at most 50 trials; bohb spends
+at most half the epochs of full-budget random search for that reward. Ends with one line of JSON:
+{"trials_to_random100": {"rl", "evolution", "bohb", "nsga2"}, "bohb_epoch_ratio", "seeds"}.
+
+    python benchmarks/search_efficiency.py [--trials 100] [--seeds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import optuna
+from search_table import TABLE, table_space
+
+STRATEGIES = ("random", "evolution", "rl", "bohb", "nsga2")
+CHECKPOINTS = (10, 25, 50, 75, 100)
+
+
+class TableEvaluator:
+    """Replays a candidate's recorded per-epoch accuracy, counting the epochs it replays."""
+
+    def __init__(self, rows: dict[str, dict]) -> None:
+        self.rows, self.epochs = rows, 0
+
+    def evaluate(self, spec, report=None, kd=None) -> float:
+        curve = self.rows[spec.id]["acc"]
+        for epoch, acc in enumerate(curve, 1):
+            self.epochs += 1
+            if report:
+                report(epoch, acc)  # may raise TrialPruned
+        return curve[-1]
+
+
+class TableLatency:
+    def __init__(self, rows: dict[str, dict]) -> None:
+        self.rows = rows
+
+    def latency_ms(self, spec) -> float:
+        return self.rows[spec.id]["latency_ms"]
+
+    def latency_many(self, specs) -> list[float]:
+        return [self.latency_ms(s) for s in specs]
+
+
+def run(strategy: str, seed: int, trials: int, table: dict, rows: dict[str, dict], reward) -> dict[str, list]:
+    """One search of the table: best complete reward and cumulative epochs after each trial."""
+    from edgekd.config import RunConfig, SearchConfig, TrainConfig
+    from edgekd.pipeline.search import TrialObjective, run_trials
+    from edgekd.pipeline.strategies import make_strategy
+
+    epochs = len(next(iter(rows.values()))["acc"])
+    cfg = RunConfig(seed=seed, search=SearchConfig(strategy=strategy, trials=trials,
+                                                   proxy=TrainConfig(epochs=epochs, batch_size=64)))
+    s = make_strategy(strategy, seed, epochs)
+    study = optuna.create_study(directions=list(s.directions), sampler=s.sampler, pruner=s.pruner)
+    evaluator = TableEvaluator(rows)
+    best, spent = [], []
+
+    def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        score = trial.user_attrs["reward"] if trial.state == optuna.trial.TrialState.COMPLETE else -np.inf
+        best.append(max(best[-1] if best else -np.inf, score))
+        spent.append(evaluator.epochs)
+
+    run_trials(study, TrialObjective(cfg, table_space(), evaluator, TableLatency(rows), reward), trials, after)
+    return {"best": best[:trials], "epochs": spent[:trials]}
+
+
+def first_reaching(curve: np.ndarray, level: float) -> int | None:
+    hits = np.nonzero(curve >= level - 1e-12)[0]
+    return int(hits[0]) + 1 if len(hits) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--seeds", type=int, default=10)
+    args = parser.parse_args()
+    from edgekd.pipeline.reward import Reward
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table = json.loads(TABLE.read_text())
+    rows = {r["arch_id"]: r for r in table["rows"]}
+    reward = Reward(statistics.median(r["latency_ms"] for r in rows.values()), "latency_ms", "soft")
+    rewards = sorted(reward(r["acc"][-1], r) for r in rows.values())
+    print(f"table: {len(rows)} architectures x {len(table['rows'][0]['acc'])} epochs, target T = {reward.target:.4f} "
+          f"ms; best reward in the table {rewards[-1]:.4f}, median {statistics.median(rewards):.4f}")
+
+    curves, epochs = {}, {}
+    for strategy in STRATEGIES:
+        start = time.perf_counter()
+        results = [run(strategy, seed, args.trials, table, rows, reward) for seed in range(args.seeds)]
+        curves[strategy] = np.mean([r["best"] for r in results], axis=0)
+        epochs[strategy] = np.mean([r["epochs"] for r in results], axis=0)
+        print(f"  {strategy}: {args.seeds} searches in {time.perf_counter() - start:.1f} s")
+
+    level = curves["random"][min(100, args.trials) - 1]
+    reach = {s: first_reaching(curves[s], level) for s in STRATEGIES}
+    print(f"\nmean best reward over {args.seeds} seeds after N trials (random search's after 100: {level:.5f})")
+    marks = [c for c in CHECKPOINTS if c <= args.trials]
+    print(f"{'strategy':10}" + "".join(f"{f'N={c}':>10}" for c in marks) + f"{'to reach':>10}{'epochs':>10}")
+    for s in STRATEGIES:
+        spent = epochs[s][reach[s] - 1] if reach[s] else float("nan")
+        print(f"{s:10}" + "".join(f"{curves[s][c - 1]:10.5f}" for c in marks)
+              + f"{reach[s] if reach[s] else '-':>10}{spent:10.1f}")
+    full_budget_random = epochs["random"][reach["random"] - 1]
+    ratio = epochs["bohb"][reach["bohb"] - 1] / full_budget_random if reach["bohb"] else None
+    print(f"\nbohb epochs / random (full-budget) epochs to reach random's 100-trial best: "
+          f"{'not reached' if ratio is None else f'{ratio:.3f}'}")
+    print(json.dumps({"trials_to_random100": {s: reach[s] for s in ("rl", "evolution", "bohb", "nsga2")},
+                      "bohb_epoch_ratio": ratio, "seeds": args.seeds}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Search features end to end through the command line: searched KD settings, the ablation table, workers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.pipeline import ablate as ablate_module
+from edgekd.pipeline.kd import train as real_train
+
+runner = CliRunner()
+BASE = ["--data", "synthetic", "--resolution", "8", "--teacher-epochs", "2", "--proxy-epochs", "1",
+        "--distill-epochs", "1"]
+TINY = [*BASE, "--trials", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_device(tmp_path, monkeypatch):
+    """A quick local device (one process, few repeats), found as ./devices.yaml like a user's own registry."""
+    (tmp_path / "devices.yaml").write_text(
+        "devices:\n  host-cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+    monkeypatch.chdir(tmp_path)
+
+
+def _ok(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_searched_kd_settings_are_carried_into_the_final_distillation(tmp_path):
+    runs = str(tmp_path / "runs")
+    _ok(["search", "--name", "kd", "--runs-dir", runs, *TINY, "--search-kd"])
+    _ok(["distill", "--name", "kd", "--runs-dir", runs])
+    best = json.loads((tmp_path / "runs/kd/search/best.json").read_text())
+    metrics = json.loads((tmp_path / "runs/kd/student/metrics.json").read_text())
+    assert metrics["kd"] == best["kd"] and metrics["arch_id"] == best["arch_id"]
+    assert runner.invoke(app, ["search", "--name", "bad", "--runs-dir", runs, "--search-kd", "--reward-training",
+                               "ce"]).exit_code == 2
+
+
+def test_ablation_trains_each_search_s_top_students_with_hard_labels_and_with_kd(tmp_path, monkeypatch):
+    runs = str(tmp_path / "runs")
+    _ok(["search", "--name", "akd", "--runs-dir", runs, *TINY])
+    _ok(["search", "--name", "nas", "--runs-dir", runs, *TINY, "--reward-training", "ce"])
+    _ok(["ablate", "akd", "nas", "--top", "2", "--epochs", "1", "--runs-dir", runs])
+    out = tmp_path / "runs/ablate-akd-nas"
+    saved = json.loads((out / "ablation.json").read_text())
+    assert set(saved["table"]) == {"searched by KD-guided (akd)", "searched by hard labels (nas)"}
+    assert len(saved["results"]) == 2 * 2 * 2  # runs x top students x trainings
+    for r in saved["results"].values():
+        assert 0 <= r["val_acc"] <= 1 and (r["kd"]["alpha"] == 0) == (r["training"] == "hard labels")
+    assert "| searched by |" in (out / "ablation.md").read_text()
+    # finished trainings are kept: after losing one result, a second call trains only that one again
+    lost = next(iter(saved["results"]))
+    (out / "ablation.json").write_text(json.dumps({"results": {k: v for k, v in saved["results"].items()
+                                                               if k != lost}}))
+    calls = []
+    monkeypatch.setattr(ablate_module, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
+    _ok(["ablate", "akd", "nas", "--top", "2", "--epochs", "1", "--runs-dir", runs])
+    assert len(calls) == 1 and json.loads((out / "ablation.json").read_text())["results"] == saved["results"]
+
+    _ok(["search", "--name", "other", "--runs-dir", runs, *TINY, "--seed", "3"])
+    result = runner.invoke(app, ["ablate", "akd", "other", "--runs-dir", runs])
+    assert result.exit_code == 2 and "not comparable" in result.output
+    assert runner.invoke(app, ["ablate", "akd", "--runs-dir", runs]).exit_code == 2
+
+
+def _edgekd(*args, **kw):
+    env = {**os.environ, "EDGEKD_QUIET": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edgekd", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_two_workers_share_a_study_and_a_killed_worker_s_trial_is_retried(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = [*BASE, "--trials", "6", "--storage", storage, "--study", "shared", "--runs-dir",
+              str(tmp_path / "runs")]
+    doomed = _edgekd("search", "--name", "a", *common)
+    survivor = _edgekd("search", "--name", "b", *common)
+    deadline = time.time() + 120
+    victim = None
+    while victim is None and time.time() < deadline:  # kill worker a in the middle of a trial
+        time.sleep(0.05)
+        try:
+            study = optuna.load_study(study_name="shared", storage=storage)
+        except KeyError:  # not created yet
+            continue
+        victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))  # candidate chosen, training
+                       if t.user_attrs.get("worker", "").endswith(f":{doomed.pid}") and len(t.params) == 42), None)
+    assert victim is not None, doomed.communicate()[0]
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    output, _ = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, output
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 1
+    failed = next(t for t in trials if t.state == TrialState.FAIL)
+    assert failed.number == victim.number
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == failed.params
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 6 <= len(complete) <= 7  # the killed worker may have finished a trial the survivor then counted
+    assert {t.user_attrs["worker"].rpartition(":")[2] for t in complete} >= {str(survivor.pid)}
+
+
+def test_jobs_runs_worker_processes_on_one_study(tmp_path):
+    runs = tmp_path / "runs"
+    _ok(["search", "--name", "par", "--runs-dir", str(runs), *BASE, "--trials", "4", "--jobs", "2"])
+    study = optuna.load_study(study_name="par", storage=f"sqlite:///{runs / 'par/search/study.db'}")
+    trials = study.get_trials()
+    assert all(t.state == TrialState.COMPLETE for t in trials) and 4 <= len(trials) <= 5
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len(json.loads((runs / "par/search/trials.json").read_text())) == len(trials)
