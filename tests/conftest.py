@@ -1,4 +1,10 @@
+import glob
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
 
@@ -38,3 +44,38 @@ def make_tiny_config():
 @pytest.fixture
 def tiny_config() -> RunConfig:
     return _tiny_config()
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or ([shutil.which("initdb")] if shutil.which(
+        "initdb") else [])
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server listening on a Unix socket only (run as the postgres user under root)."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb); .ci/run installs Debian's postgresql")
+    pytest.importorskip("psycopg2", reason="psycopg2 is missing: pip install -e '.[test]'")
+    root = Path(tempfile.mkdtemp(prefix="edgekd-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run([*as_user, bindir / "initdb", "-D", data, "-A", "trust", "-U", "edgekd"], check=True,
+                   capture_output=True)
+    pg_ctl = [*as_user, bindir / "pg_ctl", "-D", data]
+    subprocess.run([*pg_ctl, "-w", "-l", root / "server.log", "-o", f"-k {root} -c listen_addresses=''", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://edgekd@/postgres?host={root}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

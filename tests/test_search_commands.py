@@ -114,10 +114,13 @@ def test_two_workers_share_a_study_and_a_killed_worker_s_trial_is_retried(tmp_pa
     assert {t.user_attrs["worker"].rpartition(":")[2] for t in complete} >= {str(survivor.pid)}
 
 
-def test_jobs_runs_worker_processes_on_one_study(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_jobs_runs_worker_processes_on_one_study(tmp_path, backend, request):
     runs = tmp_path / "runs"
-    _ok(["search", "--name", "par", "--runs-dir", str(runs), *BASE, "--trials", "4", "--jobs", "2"])
-    study = optuna.load_study(study_name="par", storage=f"sqlite:///{runs / 'par/search/study.db'}")
+    storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    _ok(["search", "--name", "par", "--runs-dir", str(runs), *BASE, "--trials", "4", "--jobs", "2",
+         *(["--storage", storage] if storage else [])])
+    study = optuna.load_study(study_name="par", storage=storage or f"sqlite:///{runs / 'par/search/study.db'}")
     trials = study.get_trials()
     assert all(t.state == TrialState.COMPLETE for t in trials) and 4 <= len(trials) <= 5
     assert len({t.user_attrs["worker"] for t in trials}) == 2

@@ -118,19 +118,20 @@ def test_ppo_clipped_loss_matches_hand_computed_values():
 
 def test_a_resumed_rl_search_continues_the_saved_policy(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
+    nop = optuna.pruners.NopPruner()
     study = optuna.create_study(study_name="rl", storage=storage, direction="maximize",
-                                sampler=make_strategy("rl", 0).sampler)
+                                sampler=make_strategy("rl", 0).sampler, pruner=nop)
     study.optimize(_objective, n_trials=60)
     trained = study.sampler
     assert trained.version >= 10 and study.user_attrs[STATE_KEY]["version"] == trained.version
 
-    resumed = optuna.load_study(study_name="rl", storage=storage, sampler=PPOControllerSampler(seed=1))
+    resumed = optuna.load_study(study_name="rl", storage=storage, sampler=PPOControllerSampler(seed=1), pruner=nop)
     resumed.optimize(_objective, n_trials=1)  # the new process's sampler loads the policy on first use
     for mine, saved in zip(resumed.sampler.policy.state_dict().values(), trained.policy.state_dict().values(),
                            strict=True):
         assert torch.equal(mine, saved) or resumed.sampler.version > trained.version
     resumed.optimize(_objective, n_trials=20)
-    fresh = optuna.create_study(direction="maximize", sampler=PPOControllerSampler(seed=1))
+    fresh = optuna.create_study(direction="maximize", sampler=PPOControllerSampler(seed=1), pruner=nop)
     fresh.optimize(_objective, n_trials=21)
     continued = np.mean([t.value for t in resumed.trials[-20:]])
     restarted = np.mean([t.value for t in fresh.trials[-20:]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import optuna
 
 from edgekd.pipeline.strategies import Strategy, register_strategy
+from edgekd.pipeline.strategies.distinct import DistinctSampler
 
 MIN_EPOCHS, ETA = 1, 3
 
@@ -19,4 +20,4 @@ def bohb(seed: int, max_epochs: int) -> Strategy:
     sampler = optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
     pruner = optuna.pruners.HyperbandPruner(
         min_resource=MIN_EPOCHS, max_resource=max(max_epochs, MIN_EPOCHS), reduction_factor=ETA)
-    return Strategy(sampler, pruner)
+    return Strategy(DistinctSampler(sampler), pruner)

@@ -17,6 +17,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
 from edgekd.pipeline.strategies import Strategy, register_strategy
+from edgekd.pipeline.strategies.distinct import DistinctSampler
 
 POPULATION, TOURNAMENT = 10, 3
 
@@ -59,4 +60,4 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
 
 @register_strategy("evolution")
 def evolution(seed: int, max_epochs: int) -> Strategy:
-    return Strategy(RegularizedEvolutionSampler(seed=seed))
+    return Strategy(DistinctSampler(RegularizedEvolutionSampler(seed=seed)))

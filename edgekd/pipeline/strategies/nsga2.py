@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 
 from edgekd.pipeline.strategies import Strategy, register_strategy
+from edgekd.pipeline.strategies.distinct import DistinctSampler
 
 POPULATION = 10
 
@@ -12,4 +13,4 @@ POPULATION = 10
 @register_strategy("nsga2")
 def nsga2(seed: int, max_epochs: int) -> Strategy:
     sampler = optuna.samplers.NSGAIISampler(population_size=POPULATION, seed=seed)
-    return Strategy(sampler, directions=("maximize", "minimize"))
+    return Strategy(DistinctSampler(sampler), directions=("maximize", "minimize"))

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor, nn
 
 from edgekd.pipeline.strategies import Strategy, register_strategy
+from edgekd.pipeline.strategies.distinct import DistinctSampler
 
 HIDDEN, LR, BATCH, PPO_EPOCHS = 32, 0.02, 5, 4
 CLIP, ENTROPY_WEIGHT, BASELINE_DECAY = 0.2, 0.01, 0.8
@@ -76,7 +77,8 @@ def _unpack(text: str) -> Any:
 
 class PPOControllerSampler(optuna.samplers.BaseSampler):
     def __init__(self, seed: int | None = None, batch: int = BATCH) -> None:
-        self.seed, self.batch = seed or 0, batch
+        self.batch = batch
+        self._generator = torch.Generator().manual_seed(seed or 0)
         self._space = IntersectionSearchSpace()
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._names: list[str] = []
@@ -89,6 +91,7 @@ class PPOControllerSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self._random.reseed_rng()
+        self._generator.seed()
 
     @property
     def policy(self) -> Controller | None:
@@ -118,9 +121,8 @@ class PPOControllerSampler(optuna.samplers.BaseSampler):
         if not search_space:
             return {}
         self._sync(study, search_space)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + trial.number)
         with torch.no_grad():
-            actions, logp, _ = self._policy(generator=generator)
+            actions, logp, _ = self._policy(generator=self._generator)
         study._storage.set_trial_system_attr(trial._trial_id, LOGP_KEY, float(logp[0]))
         return {n: search_space[n].choices[a] for n, a in zip(self._names, actions[0].tolist(), strict=True)}
 
@@ -167,4 +169,4 @@ class PPOControllerSampler(optuna.samplers.BaseSampler):
 
 @register_strategy("rl")
 def rl(seed: int, max_epochs: int) -> Strategy:
-    return Strategy(PPOControllerSampler(seed=seed))
+    return Strategy(DistinctSampler(PPOControllerSampler(seed=seed)))
