@@ -100,8 +100,9 @@ def main() -> None:
     target = float(np.quantile([r["latency_ms"] for r in rows.values()], args.target_quantile))
     reward = Reward(target, "latency_ms", args.constraint)
     rewards = sorted(reward(r["acc"][-1], r) for r in rows.values())
-    print(f"table: {len(rows)} architectures x {len(table['rows'][0]['acc'])} epochs, {args.constraint} target T = "
-          f"{reward.target:.4f} ms; best reward in the table {rewards[-1]:.4f}, median {statistics.median(rewards):.4f}")
+    print(f"table: {len(rows)} architectures x {len(table['rows'][0]['acc'])} epochs, {args.constraint} target "
+          f"T = {reward.target:.4f} ms; best reward in the table {rewards[-1]:.4f}, "
+          f"median {statistics.median(rewards):.4f}")
 
     curves, epochs = {}, {}
     for strategy in STRATEGIES:
