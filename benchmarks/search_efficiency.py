@@ -56,7 +56,7 @@ class TableLatency:
         return [self.latency_ms(s) for s in specs]
 
 
-def run(strategy: str, seed: int, trials: int, table: dict, rows: dict[str, dict], reward) -> dict[str, list]:
+def run(strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) -> dict[str, list]:
     """One search of the table: best complete reward and cumulative epochs after each trial."""
     from edgekd.config import RunConfig, SearchConfig, TrainConfig
     from edgekd.pipeline.search import TrialObjective, run_trials
@@ -107,7 +107,7 @@ def main() -> None:
     curves, epochs = {}, {}
     for strategy in STRATEGIES:
         start = time.perf_counter()
-        results = [run(strategy, seed, args.trials, table, rows, reward) for seed in range(args.seeds)]
+        results = [run(strategy, seed, args.trials, rows, reward) for seed in range(args.seeds)]
         curves[strategy] = np.mean([r["best"] for r in results], axis=0)
         epochs[strategy] = np.mean([r["epochs"] for r in results], axis=0)
         print(f"  {strategy}: {args.seeds} searches in {time.perf_counter() - start:.1f} s")

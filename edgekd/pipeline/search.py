@@ -50,6 +50,8 @@ KD_TAUS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 KD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The KD settings searched with ``search_kd``: AutoKD's ranges, temperature 1..10 and weight 0..1."""
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 20, 120, 3
+EVALUATION_SETTINGS = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights", "proxy")
+"""The study settings an evaluation's result depends on (besides the architecture and its KD settings)."""
 
 
 @dataclass
@@ -150,7 +152,8 @@ def recover_dead_local_trials(study: optuna.Study) -> int:
 
 def eval_key(cfg: RunConfig, arch_id: str, kd: KDConfig) -> str:
     """What makes two evaluations the same: architecture, KD settings, budget, data, teacher and seed."""
-    basis = {"arch": arch_id, "kd": kd.model_dump(), **study_settings(cfg)}
+    settings = study_settings(cfg)
+    basis = {"arch": arch_id, "kd": kd.model_dump(), **{k: settings[k] for k in EVALUATION_SETTINGS}}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -239,27 +242,30 @@ def search(cfg: RunConfig, space: SearchSpace, evaluator: Evaluator, latency: La
            out_dir: Path) -> SearchResult:
     """Run (or resume) the search of ``cfg`` in this process until ``cfg.search.trials`` trials are finished."""
     study = open_study(cfg, out_dir)
+    _begin(study, out_dir, reward)
+    objective = TrialObjective(cfg, space, evaluator, latency, reward)
+    with progress(f"search ({cfg.search.strategy})", cfg.search.trials, completed=finished(study)) as bar:
+        run_trials(study, objective, cfg.search.trials, lambda s, _t: _refresh(bar, s, out_dir, reward))
+    return result_of(write_results(study, out_dir, reward))
+
+
+def _begin(study: optuna.Study, out_dir: Path, reward: Reward) -> None:
     retried = recover_dead_local_trials(study)
     if retried:
         console.print(f"resuming: {retried} interrupted trial(s) will be retried")
     write_json(out_dir / "reward.json", reward.describe())
-    objective = TrialObjective(cfg, space, evaluator, latency, reward)
-    with progress(f"search ({cfg.search.strategy})", cfg.search.trials, completed=finished(study)) as bar:
-        def on_trial(study: optuna.Study, _trial: FrozenTrial) -> None:
-            records = write_results(study, out_dir, reward)
-            bar(info=_best_line(records), table=leaderboard(records))
 
-        run_trials(study, objective, cfg.search.trials, on_trial)
-    return result_of(write_results(study, out_dir, reward))
+
+def _refresh(bar: Callable[..., None], study: optuna.Study, out_dir: Path, reward: Reward, advance: int = 1) -> None:
+    """Rewrite the results and show the best trials under the progress bar."""
+    records = write_results(study, out_dir, reward)
+    bar(advance=advance, info=_best_line(records), table=leaderboard(records))
 
 
 def watch_search(study: optuna.Study, cfg: RunConfig, reward: Reward, out_dir: Path, alive: Callable[[], bool],
                  poll_s: float = 1.0) -> list[dict[str, Any]]:
     """Show the progress of workers in other processes until none is ``alive``; returns the final records."""
-    recovered = recover_dead_local_trials(study)
-    if recovered:
-        console.print(f"resuming: {recovered} interrupted trial(s) will be retried")
-    write_json(out_dir / "reward.json", reward.describe())
+    _begin(study, out_dir, reward)
     seen = finished(study)
     with progress(f"search ({cfg.search.strategy}, {cfg.search.jobs} workers)", cfg.search.trials,
                   completed=seen) as bar:
@@ -267,8 +273,7 @@ def watch_search(study: optuna.Study, cfg: RunConfig, reward: Reward, out_dir: P
             time.sleep(poll_s)
             now = finished(study)
             if now > seen:
-                records = write_results(study, out_dir, reward)
-                bar(advance=now - seen, info=_best_line(records), table=leaderboard(records))
+                _refresh(bar, study, out_dir, reward, advance=now - seen)
                 seen = now
     return write_results(study, out_dir, reward)
 
