@@ -5,8 +5,11 @@ five decisions fixed: 3^5 = 243 architectures) is measured on this host's CPU (t
 and trained with the KD proxy (AKD: distillation from the quick-start teacher on mini-train, AdamW, warm-up then
 cosine) for --epochs, with its mini-val accuracy recorded after every epoch. The table is written once to
 benchmarks/data/search_table.json; an interrupted build resumes from benchmarks/data/search_table.partial.jsonl.
+`--seed S` (S > 0) trains every architecture of an existing table again with training seed S (same data,
+teacher and latency) and adds the curves to it; a row's `acc` is then the mean curve over its seeds
+(`acc_by_seed`), which averages out the training noise that a single proxy run carries.
 
-    python benchmarks/search_table.py [--epochs 9] [--shard K/N]      # about 40 minutes on one core
+    python benchmarks/search_table.py [--epochs 9] [--shard K/N] [--seed S]   # about 40 minutes on one core
 """
 
 from __future__ import annotations
@@ -36,12 +39,30 @@ def table_space():
     return RestrictedSpace(base, {k: v for k, v in FIXED.items() if k not in FREE}, FREE_VALUES)
 
 
-def _done() -> dict[str, dict]:
-    rows = [json.loads(line) for line in PARTIAL.open()] if PARTIAL.is_file() else []
+def _partial(seed: int) -> Path:
+    return PARTIAL if seed == 0 else PARTIAL.with_suffix(f".seed{seed}.jsonl")
+
+
+def _done(seed: int) -> dict[str, dict]:
+    partial = _partial(seed)
+    rows = [json.loads(line) for line in partial.open()] if partial.is_file() else []
     return {row["arch_id"]: row for row in rows}
 
 
-def build(epochs: int, shard: int = 0, shards: int = 1) -> None:
+def _add_seed(seed: int, done: dict[str, dict]) -> None:
+    """Add seed ``seed``'s curves to the table; each row's ``acc`` becomes the mean over its seeds."""
+    table = json.loads(TABLE.read_text())
+    for row in table["rows"]:
+        by_seed = row.setdefault("acc_by_seed", {"0": row["acc"]})
+        by_seed[str(seed)] = done[row["arch_id"]]["acc"]
+        row["acc"] = [round(sum(accs) / len(accs), 5) for accs in zip(*by_seed.values(), strict=True)]
+    table["training_seeds"] = sorted(int(s) for s in table["rows"][0]["acc_by_seed"])
+    TABLE.write_text(json.dumps(table, indent=1) + "\n")
+    _partial(seed).unlink()
+    print(f"added training seed {seed} to {TABLE}")
+
+
+def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
     import torch
 
     from edgekd.config import RunConfig, SearchConfig, TrainConfig
@@ -56,12 +77,13 @@ def build(epochs: int, shard: int = 0, shards: int = 1) -> None:
     space = table_space()
     members = space.members()
     specs = [space.decode(c) for c in members]
-    latencies = ctx.latency.latency_many(specs)  # first, while nothing else runs on the host
-    evaluator = KDProxyEvaluator(ctx.data, ctx.teacher.logits, proxy, cfg.kd, cfg.seed)
+    # measured first, while nothing else runs on the host; a further seed keeps the table's latencies
+    latencies = [None] * len(specs) if seed else ctx.latency.latency_many(specs)
+    evaluator = KDProxyEvaluator(ctx.data, ctx.teacher.logits, proxy, cfg.kd, seed)
     mine = [i for i in range(len(specs)) if i % shards == shard]
-    done = _done()
+    done = _done(seed)
     with progress("KD proxy training", len(mine), completed=sum(specs[i].id in done for i in mine)) as bar, \
-            PARTIAL.open("a") as log:
+            _partial(seed).open("a") as log:
         for i in mine:
             choices, spec, ms = members[i], specs[i], latencies[i]
             if spec.id in done:
@@ -73,9 +95,12 @@ def build(epochs: int, shard: int = 0, shards: int = 1) -> None:
             log.flush()
             done[spec.id] = row
             bar()
-    done = _done()
+    done = _done(seed)
     if len(done) < len(specs):
         print(f"shard {shard}/{shards} done; {len(specs) - len(done)} architectures left to other shards")
+        return
+    if seed:
+        _add_seed(seed, done)
         return
     from edgekd.latency_models.flops import count_macs_params
     from edgekd.pipeline.arch import build as build_model
@@ -98,8 +123,9 @@ def build(epochs: int, shard: int = 0, shards: int = 1) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=0, help="training seed; > 0 adds its curves to the table")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th (N "
                         "processes share the build; the last to finish writes the table)")
     args = parser.parse_args()
     shard, shards = map(int, args.shard.split("/"))
-    build(args.epochs, shard, shards)
+    build(args.epochs, shard, shards, args.seed)
