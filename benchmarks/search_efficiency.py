@@ -35,6 +35,7 @@ class TableEvaluator:
 
     def __init__(self, rows: dict[str, dict]) -> None:
         self.rows, self.epochs = rows, 0
+        self.budget = len(next(iter(rows.values()))["acc"])
 
     def evaluate(self, spec, report=None, kd=None) -> float:
         curve = self.rows[spec.id]["acc"]

@@ -52,6 +52,13 @@ CONFIG_OPTIONS: list[Option] = [
      "[default: SQLite in the run directory]"),
     ("study", "search.study", str, "Study name in the storage [default: the run's name]"),
     ("proxy_epochs", "search.proxy.epochs", int, "KD proxy-training epochs per candidate"),
+    ("evaluator", "search.evaluator", str, "How candidates are rated: proxy (KD proxy training, AKD/AutoKD) | ennas "
+     "(supernet trained with EnNAS's ensemble KD; space mbv2) | spos (plain single-path supernet) | dna (DNA: "
+     "block-wise distillation from the teacher, exact pick under the target)"),
+    ("supernet_epochs", "search.oneshot.train.epochs", int, "Supernet training epochs (ennas, spos, dna)"),
+    ("subnets", "search.oneshot.subnets", int, "EnNAS: paths per batch forming the ensemble teacher"),
+    ("diversity", "search.oneshot.diversity", bool, "EnNAS: diversity-based path sampling (--no-diversity: "
+     "uniform, the paper's w/o DS)"),
     ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1)"),
     ("target_ms", "search.target_ms", float, "Latency target T in ms [default: a fraction of the teacher's]"),
     ("target_mmacs", "search.target_mmacs", float, "MACs target in millions, instead of latency"),

@@ -34,6 +34,20 @@ class TrainConfig(_Model):
     warmup_epochs: Annotated[int, Field(ge=0)] = 1
 
 
+class OneShotConfig(_Model):
+    """The one-shot evaluators' supernet training (EnNAS: ensemble KD; spos: plain single-path; DNA: block-wise)."""
+
+    train: TrainConfig = TrainConfig(epochs=15, batch_size=64)
+    subnets: Annotated[int, Field(ge=2)] = 4
+    """EnNAS's m: paths sampled per batch, whose logits form the ensemble teacher."""
+    kd_from_epoch: Annotated[int, Field(ge=0)] = 3
+    """EnNAS: epochs of CE only before the ensemble teacher starts teaching (the paper: 20 of 120)."""
+    diversity: bool = True
+    """EnNAS's diversity-based sampling (eq. 4-5); False: uniform sampling, the paper's "w/o DS"."""
+    rating_images: Annotated[int, Field(ge=8)] = 128
+    """DNA: mini-val images every block path is rated on."""
+
+
 class SearchConfig(_Model):
     """KD-guided search: proxy training on mini-train, scored on mini-val, MnasNet reward."""
 
@@ -48,6 +62,10 @@ class SearchConfig(_Model):
     target_fraction_of_teacher: Fraction = 0.25
     search_kd: bool = False
     """AutoKD: the KD temperature and weight are searched with the architecture and carried into distillation."""
+    evaluator: Literal["proxy", "ennas", "spos", "dna"] = "proxy"
+    """How a candidate is rated: KD proxy training (AKD, AutoKD), or inherited weights of a supernet trained with
+    EnNAS's ensemble KD, plain single-path training (SPOS), or DNA's block-wise distillation."""
+    oneshot: OneShotConfig = OneShotConfig()
     reward_training: Literal["kd", "ce"] = "kd"
     """How candidates are proxy-trained: with distillation (AKD's KD-guided search) or hard labels only."""
     jobs: Annotated[int, Field(ge=1)] = 1
@@ -60,6 +78,9 @@ class SearchConfig(_Model):
     def _consistent(self) -> SearchConfig:
         if self.target_ms is not None and self.target_mmacs is not None:
             raise ValueError("give either target_ms (latency target) or target_mmacs (MACs target), not both")
+        if self.evaluator != "proxy" and (self.search_kd or self.jobs > 1):
+            raise ValueError(f"the {self.evaluator} evaluator rates candidates with one trained supernet: "
+                             "search_kd and jobs > 1 apply to proxy training only")
         if self.search_kd and self.reward_training == "ce":
             raise ValueError("search_kd searches KD settings, which hard-label (ce) proxy training does not use")
         return self

@@ -93,7 +93,7 @@ class ArchSpec:
         return (self.in_channels, self.resolution, self.resolution)
 
 
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -126,22 +126,22 @@ class Block(nn.Module):
         k, s, cout = spec.kernel, spec.stride, spec.out_channels
         layers: list[nn.Module]
         if spec.op == "conv":
-            layers = [_conv_bn_act(cin, cout, k, s)]
+            layers = [conv_bn_act(cin, cout, k, s)]
             se_channels = cout
         elif spec.op == "dsconv":
-            layers = [_conv_bn_act(cin, cin, k, s, groups=cin)]
+            layers = [conv_bn_act(cin, cin, k, s, groups=cin)]
             se_channels = cin
         else:
             hidden = cin * spec.expand
-            layers = [_conv_bn_act(cin, hidden, 1)] if spec.expand != 1 else []
-            layers.append(_conv_bn_act(hidden, hidden, k, s, groups=hidden))
+            layers = [conv_bn_act(cin, hidden, 1)] if spec.expand != 1 else []
+            layers.append(conv_bn_act(hidden, hidden, k, s, groups=hidden))
             se_channels = hidden
         if spec.se_ratio > 0:
             layers.append(SqueezeExcite(se_channels, max(1, int(cin * spec.se_ratio))))
         if spec.op == "dsconv":
-            layers.append(_conv_bn_act(cin, cout, 1))
+            layers.append(conv_bn_act(cin, cout, 1))
         elif spec.op == "mbconv":
-            layers.append(_conv_bn_act(se_channels, cout, 1, act=False))
+            layers.append(conv_bn_act(se_channels, cout, 1, act=False))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -154,13 +154,13 @@ class Network(nn.Module):
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
-        self.stem = _conv_bn_act(spec.in_channels, spec.stem_channels, 3, spec.stem_stride)
+        self.stem = conv_bn_act(spec.in_channels, spec.stem_channels, 3, spec.stem_stride)
         blocks, cin = [], spec.stem_channels
         for b in spec.blocks:
             blocks.append(Block(cin, b))
             cin = b.out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.head = _conv_bn_act(cin, spec.head_channels, 1)
+        self.head = conv_bn_act(cin, spec.head_channels, 1)
         self.classifier = nn.Linear(spec.head_channels, spec.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,7 +1,9 @@
-"""Evaluators estimate a candidate's accuracy; the KD proxy trains it with distillation (AKD, AutoKD)."""
+"""Evaluators estimate a candidate's accuracy: the KD proxy trains it with distillation (AKD, AutoKD); the
+one-shot evaluators read it off a trained supernet (EnNAS, SPOS) or DNA's block ratings."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -11,13 +13,18 @@ from torch import Tensor
 from edgekd.config import KDConfig, TrainConfig
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.data import Data
-from edgekd.pipeline.kd import train
+from edgekd.pipeline.dna import BlockRatings, BlockwiseStudent, path_loss
+from edgekd.pipeline.kd import accuracy, train
+from edgekd.pipeline.supernet import Supernet, calibration_batches, path_logits
 
 EpochReport = Callable[[int, float], None]
 """Called with (epoch, mini-val accuracy) after every epoch; may raise to stop the candidate (pruning)."""
 
 
 class Evaluator(Protocol):
+    budget: int
+    """Epochs a full evaluation reports (the pruner's maximum budget)."""
+
     def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
         """Estimated accuracy of ``spec`` (higher is better), trained with ``kd`` (None: the evaluator's own)."""
         ...
@@ -31,6 +38,7 @@ class KDProxyEvaluator:
 
     def __init__(self, data: Data, teacher_logits: Tensor | None, proxy: TrainConfig, kd: KDConfig, seed: int = 0):
         self.data, self.teacher_logits, self.proxy, self.kd, self.seed = data, teacher_logits, proxy, kd, seed
+        self.budget = proxy.epochs
 
     def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
         torch.manual_seed(self.seed)
@@ -41,3 +49,38 @@ class KDProxyEvaluator:
             on_epoch=(lambda s: report(s.epoch, s.eval_acc)) if report else None,
         )
         return float(history[-1].eval_acc)
+
+
+class SupernetEvaluator:
+    """Mini-val accuracy of the candidate's path with the supernet's weights (BatchNorm recalibrated on
+    mini-train first), for a supernet trained by EnNAS or single-path (SPOS) training. ``kd`` is not used."""
+
+    budget = 1
+
+    def __init__(self, supernet: Supernet, data: Data) -> None:
+        self.supernet, self.calibration = supernet, calibration_batches(data)
+        self.images, self.labels = data.tensors("mini_val")
+
+    def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
+        path = self.supernet.space.encode(spec)
+        acc = accuracy(path_logits(self.supernet, path, self.calibration, self.images), self.labels)
+        if report:
+            report(1, acc)
+        return acc
+
+
+class DNAEvaluator:
+    """DNA's score exp(-L), L the candidate's summed normalised block loss: 1 when every block reproduces the
+    teacher exactly, falling as the blocks miss it (monotone in DNA's rating, so strategies and the reward can use
+    it like an accuracy). ``kd`` is not used."""
+
+    budget = 1
+
+    def __init__(self, student: BlockwiseStudent, ratings: list[BlockRatings]) -> None:
+        self.student, self.ratings = student, ratings
+
+    def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
+        score = math.exp(-path_loss(self.student, self.ratings, self.student.supernet.space.encode(spec)))
+        if report:
+            report(1, score)
+        return score

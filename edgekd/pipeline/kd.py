@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,6 +57,32 @@ def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def steps_per_epoch(data: Data, split: str, batch_size: int) -> int:
+    return math.ceil(len(data.index(split)) / batch_size)
+
+
+class StepSchedule:
+    """AdamW with warm-up then cosine decay of the learning rate over ``cfg.epochs`` epochs of ``steps_per_epoch``."""
+
+    def __init__(self, params: Iterable[nn.Parameter], cfg: TrainConfig, steps_per_epoch: int) -> None:
+        total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, warmup, total))
+
+    def step(self, loss: Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+
+    def state_dict(self) -> dict:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+
+
 def train(
     model: nn.Module,
     data: Data,
@@ -76,10 +102,8 @@ def train(
     ``on_epoch`` may raise (Optuna's pruning, say) to stop early.
     """
     kd = kd or KDConfig(alpha=0.0)
-    steps_per_epoch = math.ceil(len(data.index(train_split)) / cfg.batch_size)
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, warmup, total))
+    schedule = StepSchedule(model.parameters(), cfg, steps_per_epoch(data, train_split, cfg.batch_size))
+    opt, sched = schedule.opt, schedule.sched
     history: list[EpochStats] = []
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
@@ -95,10 +119,7 @@ def train(
             logits = model(x)
             t = teacher_logits[idx] if teacher_logits is not None else None
             loss = kd_loss(logits, t, y, alpha=kd.alpha, tau=kd.tau)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            schedule.step(loss)
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)

@@ -13,8 +13,9 @@ from edgekd.errors import RunStateError
 from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.context import RunContext, open_run
 from edgekd.pipeline.distill import Student, distill, load_student
-from edgekd.pipeline.evaluator import KDProxyEvaluator
+from edgekd.pipeline.evaluator import DNAEvaluator, Evaluator, KDProxyEvaluator
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
+from edgekd.pipeline.oneshot import blockwise_student, dna_search, supernet_evaluator
 from edgekd.pipeline.package import package
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import (
@@ -35,7 +36,9 @@ def run_search(ctx: RunContext) -> SearchResult:
     """Search (or resume searching) the run's space, in ``search.jobs`` processes; writes search/."""
     cfg, out = ctx.cfg, ctx.stage_dir("search")
     reward = ctx.reward()
-    if cfg.search.jobs == 1:
+    if cfg.search.evaluator == "dna":
+        result = dna_search(ctx, reward)
+    elif cfg.search.jobs == 1:
         result = search(cfg, ctx.space, _evaluator(ctx), ctx.latency, reward, out)
     else:
         result = _search_in_processes(ctx, reward)
@@ -49,8 +52,12 @@ def run_search(ctx: RunContext) -> SearchResult:
     return result
 
 
-def _evaluator(ctx: RunContext) -> KDProxyEvaluator:
+def _evaluator(ctx: RunContext) -> Evaluator:
     cfg = ctx.cfg
+    if cfg.search.evaluator in ("ennas", "spos"):
+        return supernet_evaluator(ctx)
+    if cfg.search.evaluator == "dna":
+        return DNAEvaluator(*blockwise_student(ctx))
     return KDProxyEvaluator(ctx.data, ctx.teacher.logits, cfg.search.proxy, cfg.kd, cfg.seed)
 
 

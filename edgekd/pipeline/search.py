@@ -50,7 +50,8 @@ KD_TAUS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 KD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The KD settings searched with ``search_kd``: AutoKD's ranges, temperature 1..10 and weight 0..1."""
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 20, 120, 3
-EVALUATION_SETTINGS = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights", "proxy")
+EVALUATION_SETTINGS = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights", "proxy",
+                       "evaluator", "oneshot")
 """The study settings an evaluation's result depends on (besides the architecture and its KD settings)."""
 
 
@@ -95,7 +96,8 @@ def study_settings(cfg: RunConfig) -> dict[str, Any]:
         "seed": cfg.seed, "teacher": cfg.teacher, "teacher_weights": cfg.teacher_weights,
         "space": cfg.search.space, "space_width": cfg.search.space_width, "strategy": cfg.search.strategy,
         "proxy": cfg.search.proxy.model_dump(), "kd": cfg.kd.model_dump(), "search_kd": cfg.search.search_kd,
-        "reward_training": cfg.search.reward_training, "device": cfg.device,
+        "reward_training": cfg.search.reward_training, "device": cfg.device, "evaluator": cfg.search.evaluator,
+        "oneshot": cfg.search.oneshot.model_dump() if cfg.search.evaluator != "proxy" else None,
     }
 
 
@@ -163,7 +165,7 @@ class TrialObjective:
     def __init__(self, cfg: RunConfig, space: SearchSpace, evaluator: Evaluator, latency: LatencyModel,
                  reward: Reward) -> None:
         self.cfg, self.space, self.evaluator, self.latency, self.reward = cfg, space, evaluator, latency, reward
-        self.epochs = cfg.search.proxy.epochs
+        self.epochs = evaluator.budget
         self.trained = 0
         """Candidates this process trained (reused evaluations are not counted)."""
 

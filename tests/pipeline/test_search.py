@@ -22,6 +22,7 @@ class CountingEvaluator:
 
     def __init__(self, inner, stop_at=None):
         self.inner, self.stop_at, self.specs = inner, stop_at, []
+        self.budget = inner.budget
 
     def evaluate(self, spec, report=None, kd=None):
         self.specs.append(spec.id)

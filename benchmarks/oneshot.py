@@ -1,0 +1,156 @@
+"""One-shot KD search on the embedded digits data: EnNAS, DNA and plain single-path (SPOS) supernets, from one run.
+
+Trains, on the quick-start teacher and the `mbv2` space (width 0.25, 16x16 digits):
+- EnNAS (ensemble teacher, diversity sampling), EnNAS w/o DS (uniform sampling), a single-path teacher (the
+  batch's best path teaches the others) and SPOS (one path per batch, no KD), --epochs each;
+- DNA's block-wise student (--epochs) and its rating of every block path.
+Then --archs architectures sampled from the space are KD-trained stand-alone (the KD proxy, --proxy-epochs).
+Printed: per epoch, the teacher-vs-student training accuracy gap of the ensemble and the single-path teacher
+(EnNAS Fig. 1 in kind) and the mean Euclidean distance between the logits of a batch's paths with and without
+diversity sampling (Fig. 2 in kind); the Kendall tau between each method's rating (inherited-weight mini-val
+accuracy; DNA's summed block loss, negated) and the stand-alone accuracy; the wall time of the EnNAS and DNA
+searches against random KD-proxy search reaching the stand-alone reward of their pick. Ends with one line of JSON:
+{"kendall": {"ennas", "dna", "spos"}, "teacher_gap": {"ennas", "single"}, "diversity": {"ds", "uniform"}, ...}.
+
+    python benchmarks/oneshot.py [--epochs 10] [--archs 20] [--proxy-epochs 9] [--trials 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10, help="supernet training epochs (every method)")
+    parser.add_argument("--archs", type=int, default=20, help="sampled architectures trained stand-alone")
+    parser.add_argument("--proxy-epochs", type=int, default=9, help="KD epochs of a stand-alone training")
+    parser.add_argument("--trials", type=int, default=60, help="trials of the one-shot evolutionary search")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+    from scipy.stats import kendalltau
+
+    from edgekd.config import OneShotConfig, RunConfig, SearchConfig, TrainConfig
+    from edgekd.latency_models.flops import count_macs_params
+    from edgekd.pipeline.arch import build
+    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.dna import path_loss
+    from edgekd.pipeline.ennas import DiversitySampler, operator_diversity, train_supernet, uniform_expected_diversity
+    from edgekd.pipeline.evaluator import KDProxyEvaluator, SupernetEvaluator
+    from edgekd.pipeline.oneshot import blockwise_student, dna_search
+    from edgekd.pipeline.reward import Reward
+    from edgekd.pipeline.search import search
+    from edgekd.pipeline.supernet import Supernet
+
+    root = Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=64)
+    oneshot = OneShotConfig(train=train_cfg)
+    cfg = RunConfig(name="oneshot", search=SearchConfig(space="mbv2", strategy="evolution", trials=args.trials,
+                                                        evaluator="ennas", oneshot=oneshot))
+    ctx = open_run(cfg, root)
+    data, space, teacher = ctx.data, ctx.space, ctx.teacher
+    print(f"teacher held-out acc {teacher.val_acc:.4f}; space mbv2 ({space.size:.3g} paths)")
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    variants = {"ennas": dict(m=oneshot.subnets, teacher="ensemble", diversity=True),
+                "ennas_uniform": dict(m=oneshot.subnets, teacher="ensemble", diversity=False),
+                "single": dict(m=oneshot.subnets, teacher="best", diversity=True),
+                "spos": dict(m=1, teacher="none", diversity=False)}
+    supernets, histories, walls = {}, {}, {}
+    for name, kw in variants.items():
+        torch.manual_seed(cfg.seed)
+        supernets[name] = Supernet(space)
+        histories[name], walls[name] = timed(lambda n=name, k=kw: train_supernet(
+            supernets[n], data, train_cfg, kd_from_epoch=oneshot.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed, **k))
+        print(f"supernet {name}: {walls[name]:.0f} s, last epoch {histories[name][-1]}")
+
+    print("\nepoch  gap ensemble  gap single  logit dist DS  logit dist uniform")
+    for e in range(args.epochs):
+        h = {k: histories[k][e] for k in ("ennas", "single", "ennas_uniform")}
+        gaps = [None if x.teacher_acc is None else x.teacher_acc - x.student_acc for x in (h["ennas"], h["single"])]
+        print(f"{e + 1:5d}  " + "  ".join("      -   " if g is None else f"{g:+10.4f}" for g in gaps)
+              + f"  {h['ennas'].logit_distance:13.3f}  {h['ennas_uniform'].logit_distance:18.3f}")
+
+    def mean_gap(name: str) -> float:
+        return statistics.fmean(h.teacher_acc - h.student_acc for h in histories[name] if h.teacher_acc is not None)
+
+    def mean_distance(name: str) -> float:
+        return statistics.fmean(h.logit_distance for h in histories[name])
+
+    zeta = operator_diversity(supernets["ennas"], data.tensors("mini_train")[0][:64], torch.Generator().manual_seed(0))
+    exact = [(DiversitySampler(z, oneshot.subnets).expected_diversity(), uniform_expected_diversity(z))
+             for z in zeta.values()]
+    print(f"operator diversity (eq. 4) of the m drawn, mean over slots: DS {np.mean([e[0] for e in exact]):.4f}, "
+          f"uniform {np.mean([e[1] for e in exact]):.4f}")
+
+    # DNA: block-wise distillation and the rating of every block path (the search stage's own code and files)
+    (student, ratings), walls["dna_train_rate"] = timed(lambda: blockwise_student(ctx))
+    print(f"DNA: {len(student.cuts)} blocks at resolutions {[c.resolution for c in student.cuts]}, "
+          f"{sum(map(len, ratings))} block paths rated; {walls['dna_train_rate']:.0f} s")
+
+    # stand-alone KD training of sampled architectures
+    proxy = KDProxyEvaluator(data, teacher.logits, TrainConfig(epochs=args.proxy_epochs, batch_size=64), cfg.kd,
+                             cfg.seed)
+    rng = random.Random(cfg.seed)
+    sampled = [space.sample(rng) for _ in range(args.archs)]
+    standalone, train_s = [], []
+    for i, path in enumerate(sampled):
+        acc, seconds = timed(lambda p=path: proxy.evaluate(space.decode(p)))
+        standalone.append(acc)
+        train_s.append(seconds)
+        print(f"  stand-alone {i + 1}/{args.archs}: acc {acc:.4f} ({seconds:.1f} s)")
+    evaluators = {name: SupernetEvaluator(supernets[name], data) for name in ("ennas", "spos")}
+    ratings_of = {name: [ev.evaluate(space.decode(p)) for p in sampled] for name, ev in evaluators.items()}
+    ratings_of["dna"] = [-path_loss(student, ratings, p) for p in sampled]
+    kendall = {name: float(kendalltau(r, standalone).statistic) for name, r in ratings_of.items()}
+    print("Kendall tau vs stand-alone KD accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in kendall.items()))
+
+    # one-shot searches vs random KD-proxy search, on a MACs target (the sampled architectures' median)
+    macs = [count_macs_params(build(space.decode(p)), space.decode(p).input_shape)[0] for p in sampled]
+    reward = Reward(statistics.median(macs), "mmacs", "soft")
+    ennas_result, search_s = timed(lambda: search(cfg, space, evaluators["ennas"], ctx.latency, reward,
+                                                  ctx.stage_dir("search")))
+    walls["ennas_search"] = walls["ennas"] + search_s
+    dna_result, select_s = timed(lambda: dna_search(ctx, reward))  # reuses the trained blocks and ratings
+    walls["dna_search"] = walls["dna_train_rate"] + select_s
+
+    def standalone_reward(spec) -> float:
+        mmacs = count_macs_params(build(spec), spec.input_shape)[0]
+        return reward(proxy.evaluate(spec), {"mmacs": mmacs})
+
+    random_rewards = [reward(a, {"mmacs": m}) for a, m in zip(standalone, macs, strict=True)]
+    comparison = {}
+    for name, result in (("ennas", ennas_result), ("dna", dna_result)):
+        target = standalone_reward(result.best_arch)
+        reached = next((i for i in range(args.archs) if max(random_rewards[: i + 1]) >= target), None)
+        kd_proxy_s = sum(train_s[: reached + 1]) if reached is not None else None
+        comparison[name] = {"pick_standalone_reward": round(target, 5),
+                            "oneshot_wall_s": round(walls[f"{name}_search"]),
+                            "kd_proxy_wall_s": None if kd_proxy_s is None else round(kd_proxy_s),
+                            "kd_proxy_trials": None if reached is None else reached + 1}
+        text = (f"random KD-proxy search reaches it after {reached + 1} trials, {kd_proxy_s:.0f} s"
+                if reached is not None else f"random KD-proxy search does not reach it in {args.archs} trials "
+                f"({sum(train_s):.0f} s)")
+        print(f"{name} search: {walls[f'{name}_search']:.0f} s, its pick's stand-alone reward {target:.4f}; {text}")
+    print(json.dumps({
+        "kendall": {k: round(v, 3) for k, v in kendall.items()},
+        "teacher_gap": {"ennas": round(mean_gap("ennas"), 4), "single": round(mean_gap("single"), 4)},
+        "diversity": {"ds": round(mean_distance("ennas"), 3), "uniform": round(mean_distance("ennas_uniform"), 3)},
+        "search": comparison, "archs": args.archs, "epochs": args.epochs,
+    }))
+
+
+if __name__ == "__main__":
+    main()

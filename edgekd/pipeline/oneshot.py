@@ -1,0 +1,116 @@
+"""The one-shot search stage: train (or resume) the run's supernet once, then rate candidates with it.
+
+``ennas`` and ``spos`` give a SupernetEvaluator that any strategy searches with (EnNAS: an evolutionary search
+on inherited-weight accuracy); ``dna`` trains the student's blocks against the teacher's, rates every block path
+and picks the best combination under the target exactly (``dna_search``). Checkpoints and ratings live in the
+run's search/ directory, so an interrupted stage resumes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekd.config import read_json, write_json
+from edgekd.latency_models.flops import count_macs_params
+from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.pipeline.context import RunContext
+from edgekd.pipeline.dna import (
+    BlockRatings,
+    BlockwiseStudent,
+    TeacherBlocks,
+    path_of,
+    rate_paths,
+    select_under_constraint,
+    stage_cuts,
+    train_blockwise,
+)
+from edgekd.pipeline.ennas import train_supernet
+from edgekd.pipeline.evaluator import SupernetEvaluator
+from edgekd.pipeline.reward import Reward
+from edgekd.pipeline.search import SearchResult, result_of
+from edgekd.pipeline.supernet import Supernet
+from edgekd.ui import console, progress
+
+
+def _epochs_done(checkpoint: Path) -> int:
+    return len(torch.load(checkpoint, weights_only=False)["history"]) if checkpoint.is_file() else 0
+
+
+def supernet_evaluator(ctx: RunContext) -> SupernetEvaluator:
+    """The run's supernet trained with EnNAS (``ennas``) or single-path training (``spos``), as an evaluator."""
+    cfg, out = ctx.cfg, ctx.stage_dir("search")
+    o, ennas = cfg.search.oneshot, cfg.search.evaluator == "ennas"
+    torch.manual_seed(cfg.seed)
+    supernet = Supernet(ctx.space)
+    checkpoint = out / "supernet.pt"
+    with progress(f"supernet ({cfg.search.evaluator})", o.train.epochs, completed=_epochs_done(checkpoint)) as bar:
+        history = train_supernet(
+            supernet, ctx.data, o.train, m=o.subnets if ennas else 1, teacher="ensemble" if ennas else "none",
+            diversity=o.diversity and ennas, kd_from_epoch=o.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed,
+            checkpoint=checkpoint, on_epoch=lambda s: bar(info=f"loss {s.loss:.3f} path acc {s.student_acc:.3f}"),
+        )
+    write_json(out / "supernet.json", [asdict(h) for h in history])
+    return SupernetEvaluator(supernet, ctx.data)
+
+
+def blockwise_student(ctx: RunContext) -> tuple[BlockwiseStudent, list[BlockRatings]]:
+    """The run's student supernet trained block-wise against the teacher, and every block path's rating."""
+    cfg, out, data = ctx.cfg, ctx.stage_dir("search"), ctx.data
+    o = cfg.search.oneshot
+    example = next(data.batches("val", 2))[0]
+    gm, cuts = stage_cuts(ctx.teacher.model, example)
+    teacher = TeacherBlocks(gm, cuts)
+    torch.manual_seed(cfg.seed)
+    student = BlockwiseStudent(Supernet(ctx.space), cuts)
+    checkpoint, ratings_path = out / "dna_student.pt", out / "dna_ratings.json"
+    with progress("DNA block-wise distillation", o.train.epochs, completed=_epochs_done(checkpoint)) as bar:
+        train_blockwise(student, teacher, data, o.train, cfg.seed, checkpoint,
+                        on_epoch=lambda _e, mse: bar(info="block MSE " + " ".join(f"{v:.3f}" for v in mse)))
+    if ratings_path.is_file():
+        ratings = [{tuple(k.split()): v for k, v in block.items()} for block in read_json(ratings_path)]
+    else:
+        n_paths = sum(math.prod(len(s.ops) for s in student.block_slots(i)) for i in range(len(student.cuts)))
+        console.print(f"rating all {n_paths} block paths on {o.rating_images} mini-val images")
+        ratings = rate_paths(student, teacher, data.tensors("mini_val")[0][: o.rating_images])
+        write_json(ratings_path, [{" ".join(k): v for k, v in block.items()} for block in ratings])
+    return student, ratings
+
+
+def dna_search(ctx: RunContext, reward: Reward) -> SearchResult:
+    """DNA's pick: the combination of block paths with the lowest summed rating whose latency (or MACs) meets
+    the reward's target. Writes best.json, trials.json and pareto.json like a sampled search."""
+    out = ctx.stage_dir("search")
+    student, ratings = blockwise_student(ctx)
+    space = ctx.space
+    costs: dict[str, float] = {}
+
+    def cost(parts: tuple[tuple[str, ...], ...]) -> float:
+        spec = space.decode(path_of(student, parts))
+        if spec.id not in costs:
+            costs[spec.id] = (count_macs_params(build(spec), spec.input_shape)[0] if reward.metric == "mmacs"
+                              else ctx.latency.latency_ms(spec))
+        return costs[spec.id]
+
+    selection = select_under_constraint(ratings, cost, reward.target)
+    path = path_of(student, selection.parts)
+    record = _record(ctx, space.decode(path), path, reward, selection.loss)
+    record["combinations_checked"] = selection.checked
+    write_json(out / "reward.json", reward.describe())
+    for name in ("trials.json", "pareto.json"):
+        write_json(out / name, [record])
+    write_json(out / "best.json", record)
+    return result_of([record])
+
+
+def _record(ctx: RunContext, spec: ArchSpec, path: dict[str, str], reward: Reward, loss: float) -> dict[str, Any]:
+    mmacs, mparams = count_macs_params(build(spec), spec.input_shape)
+    metrics = {"latency_ms": ctx.latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
+    score = math.exp(-loss)
+    return {"trial": 0, "state": "complete", "arch_id": spec.id, "arch": spec.to_dict(), "choices": path,
+            "acc": score, "dna_loss": loss, "reward": reward(score, metrics), "kd": ctx.cfg.kd.model_dump(),
+            "evaluator": "dna", **metrics}
