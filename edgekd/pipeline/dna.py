@@ -36,6 +36,9 @@ from edgekd.pipeline.kd import StepSchedule, steps_per_epoch
 from edgekd.pipeline.space import SKIP, Choices
 from edgekd.pipeline.supernet import Supernet
 
+MAX_BLOCK_PATHS = 100_000
+"""More paths than this in one block cannot all be rated in reasonable time on a CPU."""
+
 
 @dataclass(frozen=True)
 class Cut:
@@ -122,6 +125,13 @@ class BlockwiseStudent(nn.Module):
         ends = [bounds[c.resolution] for c in shared]
         self.ranges = list(zip([0, *ends[:-1]], ends, strict=True))
         slots = supernet.space.slots
+        for i, (start, end) in enumerate(self.ranges):
+            n_paths = math.prod(len(s.ops) for s in slots[start:end])
+            if n_paths > MAX_BLOCK_PATHS:
+                raise ConfigError(
+                    f"DNA block {i} (layers {slots[start].name}..{slots[end - 1].name}) has {n_paths} paths, more "
+                    f"than the {MAX_BLOCK_PATHS} that can all be rated: the teacher's stages split the student too "
+                    "coarsely at this resolution (use a larger input resolution, e.g. 16 or more)")
         self.in_adapters = nn.ModuleList(
             nn.Conv2d(prev.channels, slots[start].in_channels, 1)
             for prev, (start, _) in zip(shared[:-1], self.ranges[1:], strict=True))
