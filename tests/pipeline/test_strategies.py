@@ -42,16 +42,26 @@ def _best_after(strategy: str, seed: int, n: int) -> list[float]:
     return list(np.maximum.accumulate(values))
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "rl", "bohb"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "genetic", "rl", "bohb"])
 def test_every_strategy_improves_over_its_first_trials(strategy):
     curves = np.array([_best_after(strategy, seed, 120) for seed in range(8)])
     assert curves[:, -1].mean() > curves[:, 9].mean() + 1
 
 
-def test_evolution_beats_random_search_at_the_same_budget():
-    evo = np.mean([_best_after("evolution", seed, 120)[-1] for seed in range(8)])
+@pytest.mark.parametrize("strategy", ["evolution", "genetic"])
+def test_evolutionary_strategies_beat_random_search_at_the_same_budget(strategy):
+    evo = np.mean([_best_after(strategy, seed, 120)[-1] for seed in range(8)])
     rnd = np.mean([_best_after("random", seed, 120)[-1] for seed in range(8)])
     assert evo > rnd + 0.5
+
+
+def test_genetic_children_come_from_the_top_parents():
+    trials = _study("genetic", 0, 40).trials
+    for child in trials[20:]:
+        done = sorted(trials[: child.number], key=lambda t: -t.value)[:5]
+        # each decision of a crossover or mutation child comes from a parent, but for the mutated ones
+        inherited = sum(any(child.params[n] == p.params[n] for p in done) for n in DECISIONS)
+        assert inherited >= len(DECISIONS) - 3
 
 
 def test_evolution_children_differ_from_a_population_member_by_one_decision():

@@ -31,7 +31,7 @@ class Strategy:
 StrategyFactory = Callable[[int, int], Strategy]
 """(seed, max_epochs) -> Strategy; max_epochs is the proxy training budget of one candidate."""
 STRATEGIES: dict[str, StrategyFactory] = {}
-BUILTIN = ("random", "evolution", "nsga2", "rl", "bohb")
+BUILTIN = ("random", "evolution", "genetic", "nsga2", "rl", "bohb")
 
 
 def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:

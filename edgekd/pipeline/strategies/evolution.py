@@ -22,9 +22,12 @@ from edgekd.pipeline.strategies.distinct import DistinctSampler
 POPULATION, TOURNAMENT = 10, 3
 
 
-class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
-    def __init__(self, population: int = POPULATION, tournament: int = TOURNAMENT, seed: int | None = None) -> None:
-        self.population, self.tournament = population, tournament
+class EvolutionarySampler(optuna.samplers.BaseSampler):
+    """Random candidates until ``population`` trials are complete, then ``child`` of the complete trials (read
+    from the study, so a resumed or multi-worker search continues the same evolution)."""
+
+    def __init__(self, population: int, seed: int | None = None) -> None:
+        self.population = population
         self._rng = random.Random(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._space = IntersectionSearchSpace()
@@ -42,6 +45,25 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not search_space or len(complete) < self.population:
             return {}
+        return self.child(study, complete, search_space)
+
+    def child(self, study: optuna.Study, complete: list[FrozenTrial], search_space: dict[str, BaseDistribution]
+              ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+
+class RegularizedEvolutionSampler(EvolutionarySampler):
+    def __init__(self, population: int = POPULATION, tournament: int = TOURNAMENT, seed: int | None = None) -> None:
+        super().__init__(population, seed)
+        self.tournament = tournament
+
+    def child(self, study: optuna.Study, complete: list[FrozenTrial], search_space: dict[str, BaseDistribution]
+              ) -> dict[str, Any]:
         population = sorted(complete, key=lambda t: t.number)[-self.population :]
         contenders = self._rng.sample(population, min(self.tournament, len(population)))
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
@@ -51,11 +73,6 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         name = self._rng.choice(mutable)
         child[name] = self._rng.choice([c for c in search_space[name].choices if c != child[name]])
         return child
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
 
 
 @register_strategy("evolution")
