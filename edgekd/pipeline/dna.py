@@ -33,7 +33,7 @@ from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError
 from edgekd.pipeline.data import Data
 from edgekd.pipeline.kd import StepSchedule, steps_per_epoch
-from edgekd.pipeline.space import SKIP, Choices
+from edgekd.pipeline.space import Choices
 from edgekd.pipeline.supernet import Supernet
 
 MAX_BLOCK_PATHS = 100_000
@@ -150,7 +150,7 @@ class BlockwiseStudent(nn.Module):
         return self.supernet.first(self.supernet.stem(x)) if i == 0 else self.in_adapters[i - 1](x)
 
     def run_slot(self, slot, op: str, x: Tensor) -> Tensor:
-        return x if op == SKIP else self.supernet.slots[slot.name][op](x)
+        return self.supernet.run_slot(slot.name, op, x)
 
     def forward(self, i: int, x: Tensor, path: Choices) -> Tensor:
         x = self.block_input(i, x)

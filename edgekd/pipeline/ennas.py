@@ -27,7 +27,7 @@ from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError
 from edgekd.pipeline.data import Data
 from edgekd.pipeline.kd import StepSchedule, steps_per_epoch
-from edgekd.pipeline.space import SKIP, Choices
+from edgekd.pipeline.space import Choices
 from edgekd.pipeline.supernet import Supernet
 
 TeacherMode = Literal["ensemble", "best", "none"]
@@ -69,8 +69,7 @@ def operator_diversity(supernet: Supernet, images: Tensor, generator: torch.Gene
     x = supernet.first(supernet.stem(images))
     out: dict[str, np.ndarray] = {}
     for slot in supernet.space.slots:
-        ops = supernet.slots[slot.name]
-        outputs = [x if op == SKIP else ops[op](x) for op in slot.ops]
+        outputs = [supernet.run_slot(slot.name, op, x) for op in slot.ops]
         flat = F.normalize(torch.stack([o.flatten(1) for o in outputs]), dim=2)  # (T, n, d)
         cos = torch.einsum("ind,jnd->ijn", flat, flat).mean(2)
         out[slot.name] = (1 - cos).clamp(min=0).double().numpy()

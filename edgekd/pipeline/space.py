@@ -197,7 +197,8 @@ class MnasSpace(SearchSpace):
         return choices
 
 
-MBV2_OPS = tuple(f"k{k}_e{e}" for k in (3, 5, 7) for e in (1, 3, 6))
+KERNELS, EXPANDS = (3, 5, 7), (1, 3, 6)
+MBV2_OPS = tuple(f"k{k}_e{e}" for k in KERNELS for e in EXPANDS)
 SKIP = "skip"
 
 

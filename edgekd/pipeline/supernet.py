@@ -1,10 +1,10 @@
 """A weight-sharing supernet over a layer-wise space (``mbv2``), trained one sampled path at a time (SPOS).
 
-Every slot of the space holds one ``Block`` per operator; a path (the space's choice dict) runs one of them per
-slot, or none for ``skip``. Any path is extracted as a stand-alone network with its inherited weights
-(``extract``), which is exactly ``build(space.decode(path))`` loaded with the supernet's weights. BatchNorm
-statistics are shared by all paths during training, so a path is scored after recalibrating them on training
-images (``recalibrate_bn``), as SPOS does.
+Every slot of the space holds its MBConv operators in one set of weights (``ElasticMBConv``, Once-for-All's
+weight entanglement); a path (the space's choice dict) runs one operator per slot, or none for ``skip``. Any path
+is extracted as a stand-alone network with its inherited weights (``extract``): ``build(space.decode(path))``
+loaded with the supernet's weights. BatchNorm statistics are shared by all paths during training, so a path is
+scored after recalibrating them on training images (``recalibrate_bn``), as SPOS does.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError
 from edgekd.pipeline.arch import ArchSpec, Block, Network, build, conv_bn_act
 from edgekd.pipeline.data import Data
-from edgekd.pipeline.space import SKIP, Choices, MBV2Space, SearchSpace
+from edgekd.pipeline.space import EXPANDS, KERNELS, SKIP, Choices, LayerSlot, MBV2Space, SearchSpace
 
 
 class Supernet(nn.Module):
@@ -30,36 +31,76 @@ class Supernet(nn.Module):
         self.space = space
         self.stem = conv_bn_act(space.in_channels, space.stem_channels, 3, space.stem_stride)
         self.first = Block(space.stem_channels, space.first)
-        self.slots = nn.ModuleDict({
-            slot.name: nn.ModuleDict({op: Block(slot.in_channels, space.block_of(slot, op))
-                                      for op in slot.ops if op != SKIP})
-            for slot in space.slots
-        })
+        self.slots = nn.ModuleDict({slot.name: ElasticMBConv(slot) for slot in space.slots})
         self.head = conv_bn_act(space.slots[-1].out_channels, space.head_channels, 1)
         self.classifier = nn.Linear(space.head_channels, space.num_classes)
         self.to(memory_format=torch.channels_last)  # 3x faster depthwise convolutions on CPU
 
-    def layers(self, path: Choices) -> list[nn.Module]:
-        """The modules ``path`` runs, in order (stem first, the head last; skipped slots left out)."""
-        chosen = [self.slots[s.name][path[s.name]] for s in self.space.slots if path[s.name] != SKIP]
-        return [self.stem, self.first, *chosen, self.head]
+    def run_slot(self, name: str, op: str, x: Tensor) -> Tensor:
+        return x if op == SKIP else self.slots[name](x, op)
 
     def forward(self, x: Tensor, path: Choices) -> Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        for layer in self.layers(path):
-            x = layer(x)
-        return self.classifier(x.mean((2, 3)))
+        x = self.first(self.stem(x.contiguous(memory_format=torch.channels_last)))
+        for slot in self.space.slots:
+            x = self.run_slot(slot.name, path[slot.name], x)
+        return self.classifier(self.head(x).mean((2, 3)))
 
     def extract(self, path: Choices) -> tuple[Network, ArchSpec]:
         """``path`` as a stand-alone network with the supernet's weights, and its ArchSpec."""
         spec = self.space.decode(path)
         net = build(spec)
-        sources = self.layers(path)
-        targets = [net.stem, *net.blocks, net.head]
-        for src, dst in zip(sources, targets, strict=True):
+        for src, dst in ((self.stem, net.stem), (self.first, net.blocks[0]), (self.head, net.head)):
             dst.load_state_dict(src.state_dict())
+        chosen = [s.name for s in self.space.slots if path[s.name] != SKIP]
+        for name, block in zip(chosen, net.blocks[1:], strict=True):
+            self.slots[name].copy_into(block, path[name])
         net.classifier.load_state_dict(self.classifier.state_dict())
         return net, spec
+
+
+class ElasticMBConv(nn.Module):
+    """Every MBConv of a slot in one set of weights (Once-for-All's weight entanglement): those of the largest
+    kernel and expansion, of which a smaller kernel uses the centre and a smaller expansion the first channels.
+    All operators of a layer then share one feature basis, which lets a sampled-path supernet train in few
+    epochs; an operator is still run (and extracted) as the plain MBConv ``Block`` it stands for."""
+
+    def __init__(self, slot: LayerSlot) -> None:
+        super().__init__()
+        hidden, kernel = slot.in_channels * max(EXPANDS), max(KERNELS)
+        self.slot = slot
+        self.expand = conv_bn_act(slot.in_channels, hidden, 1)
+        self.depthwise = conv_bn_act(hidden, hidden, kernel, slot.stride, groups=hidden)
+        self.project = conv_bn_act(hidden, slot.out_channels, 1, act=False)
+        self.residual = slot.stride == 1 and slot.in_channels == slot.out_channels
+
+    def stages(self, op: str) -> list[tuple[nn.Sequential, Tensor, slice, int]]:
+        """(conv-BN-act module, its sliced conv weight, the BN channels used, groups) per layer of ``op``'s Block."""
+        kernel, expand = (int(part[1:]) for part in op.split("_"))
+        hidden = self.slot.in_channels * expand
+        crop = slice((max(KERNELS) - kernel) // 2, (max(KERNELS) + kernel) // 2)
+        stages = [(self.expand, self.expand[0].weight[:hidden], slice(0, hidden), 1)] if expand != 1 else []
+        stages.append((self.depthwise, self.depthwise[0].weight[:hidden, :, crop, crop], slice(0, hidden), hidden))
+        stages.append((self.project, self.project[0].weight[:, :hidden], slice(None), 1))
+        return stages
+
+    def forward(self, x: Tensor, op: str) -> Tensor:
+        y = x
+        for module, weight, channels, groups in self.stages(op):
+            conv, bn = module[0], module[1]
+            y = F.conv2d(y, weight, None, conv.stride, weight.shape[-1] // 2, 1, groups)
+            y = F.batch_norm(y, bn.running_mean[channels], bn.running_var[channels], bn.weight[channels],
+                             bn.bias[channels], self.training, bn.momentum or 0.0, bn.eps)
+            if len(module) > 2:
+                y = module[2](y)
+        return x + y if self.residual else y
+
+    def copy_into(self, block: Block, op: str) -> None:
+        """Load ``op``'s slices into ``block`` (the stand-alone Block of the same operator)."""
+        for (module, weight, channels, _), target in zip(self.stages(op), block.body, strict=True):
+            bn, dst = module[1], target[1]
+            target[0].weight.data.copy_(weight)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(dst, name).data.copy_(getattr(bn, name)[channels])
 
 
 @torch.no_grad()
