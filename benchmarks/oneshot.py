@@ -12,7 +12,7 @@ accuracy; DNA's summed block loss, negated) and the stand-alone accuracy; the wa
 searches against random KD-proxy search reaching the stand-alone reward of their pick. Ends with one line of JSON:
 {"kendall": {"ennas", "dna", "spos"}, "teacher_gap": {"ennas", "single"}, "diversity": {"ds", "uniform"}, ...}.
 
-    python benchmarks/oneshot.py [--epochs 10] [--archs 20] [--proxy-epochs 9] [--trials 60]
+    python benchmarks/oneshot.py [--epochs 15] [--archs 20] [--proxy-epochs 9] [--trials 60]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="supernet training epochs (every method)")
+    parser.add_argument("--epochs", type=int, default=15, help="supernet training epochs (every method)")
     parser.add_argument("--archs", type=int, default=20, help="sampled architectures trained stand-alone")
     parser.add_argument("--proxy-epochs", type=int, default=9, help="KD epochs of a stand-alone training")
     parser.add_argument("--trials", type=int, default=60, help="trials of the one-shot evolutionary search")
@@ -51,7 +51,7 @@ def main() -> None:
     from edgekd.pipeline.supernet import Supernet
 
     root = Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=64)
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=32)
     oneshot = OneShotConfig(train=train_cfg)
     cfg = RunConfig(name="oneshot", search=SearchConfig(space="mbv2", strategy="evolution", trials=args.trials,
                                                         evaluator="ennas", oneshot=oneshot))

@@ -37,7 +37,7 @@ class TrainConfig(_Model):
 class OneShotConfig(_Model):
     """The one-shot evaluators' supernet training (EnNAS: ensemble KD; spos: plain single-path; DNA: block-wise)."""
 
-    train: TrainConfig = TrainConfig(epochs=15, batch_size=64)
+    train: TrainConfig = TrainConfig(epochs=15, batch_size=32)
     subnets: Annotated[int, Field(ge=2)] = 4
     """EnNAS's m: paths sampled per batch, whose logits form the ensemble teacher."""
     kd_from_epoch: Annotated[int, Field(ge=0)] = 3
