@@ -32,7 +32,7 @@ from torch.fx.passes.split_module import split_module
 from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError
 from edgekd.pipeline.data import Data
-from edgekd.pipeline.kd import StepSchedule, steps_per_epoch
+from edgekd.pipeline.kd import StepSchedule, load_training_state, save_training_state, steps_per_epoch
 from edgekd.pipeline.space import Choices
 from edgekd.pipeline.supernet import Supernet
 
@@ -172,12 +172,7 @@ def train_blockwise(student: BlockwiseStudent, teacher: TeacherBlocks, data: Dat
     """Train every block's paths (one uniformly sampled path per block and step) to reproduce the teacher's block
     outputs from its block inputs; returns each epoch's mean MSE per block. Resumes from ``checkpoint``."""
     schedule = StepSchedule(student.parameters(), cfg, steps_per_epoch(data, "mini_train", cfg.batch_size))
-    history: list[list[float]] = []
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        student.load_state_dict(state["model"])
-        schedule.load_state_dict(state["schedule"])
-        history = state["history"]
+    history: list[list[float]] = load_training_state(checkpoint, student, schedule)
     n = len(student.cuts)
     for epoch in range(len(history), cfg.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -194,10 +189,7 @@ def train_blockwise(student: BlockwiseStudent, teacher: TeacherBlocks, data: Dat
             batches += 1
         history.append([s / batches for s in sums])
         if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": student.state_dict(), "schedule": schedule.state_dict(), "history": history},
-                       checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            save_training_state(checkpoint, student, schedule, history)
         if on_epoch is not None:
             on_epoch(epoch + 1, history[-1])
     return history

@@ -26,7 +26,7 @@ from torch import Tensor
 from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError
 from edgekd.pipeline.data import Data
-from edgekd.pipeline.kd import StepSchedule, steps_per_epoch
+from edgekd.pipeline.kd import StepSchedule, load_training_state, save_training_state, steps_per_epoch
 from edgekd.pipeline.space import Choices
 from edgekd.pipeline.supernet import Supernet
 
@@ -185,12 +185,7 @@ def train_supernet(
     if teacher != "none" and m < 2:
         raise ConfigError(f"a {teacher} teacher needs at least 2 paths per batch, got m={m}")
     schedule = StepSchedule(supernet.parameters(), cfg, steps_per_epoch(data, "mini_train", cfg.batch_size))
-    history: list[SupernetEpoch] = []
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        supernet.load_state_dict(state["model"])
-        schedule.load_state_dict(state["schedule"])
-        history = [SupernetEpoch(**h) for h in state["history"]]
+    history = [SupernetEpoch(**h) for h in load_training_state(checkpoint, supernet, schedule)]
     probe = data.tensors("mini_train")[0][:64]
     for epoch in range(len(history), cfg.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -219,15 +214,7 @@ def train_supernet(
                               None if np.isnan(distance) else distance)
         history.append(stats)
         if checkpoint is not None:
-            _save(checkpoint, supernet, schedule, history)
+            save_training_state(checkpoint, supernet, schedule, [asdict(h) for h in history])
         if on_epoch is not None:
             on_epoch(stats)
     return history
-
-
-def _save(path: Path, supernet: Supernet, schedule: StepSchedule, history: list[SupernetEpoch]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": supernet.state_dict(), "schedule": schedule.state_dict(),
-                "history": [asdict(h) for h in history]}, tmp)
-    tmp.replace(path)

@@ -103,14 +103,7 @@ def train(
     """
     kd = kd or KDConfig(alpha=0.0)
     schedule = StepSchedule(model.parameters(), cfg, steps_per_epoch(data, train_split, cfg.batch_size))
-    opt, sched = schedule.opt, schedule.sched
-    history: list[EpochStats] = []
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = [EpochStats(**h) for h in state["history"]]
+    history = [EpochStats(**h) for h in load_training_state(checkpoint, model, schedule)]
     for epoch in range(len(history), cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -125,20 +118,31 @@ def train(
             seen += len(y)
         stats = EpochStats(
             epoch=epoch + 1, loss=loss_sum / seen, train_acc=correct / seen,
-            eval_acc=evaluate(model, data, eval_split) if eval_split else None, lr=sched.get_last_lr()[0],
+            eval_acc=evaluate(model, data, eval_split) if eval_split else None, lr=schedule.sched.get_last_lr()[0],
         )
         history.append(stats)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, opt, sched, history)
+            save_training_state(checkpoint, model, schedule, [asdict(h) for h in history])
         if on_epoch is not None:
             on_epoch(stats)
     return history
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt, sched, history: list[EpochStats]) -> None:
+def save_training_state(path: Path, model: nn.Module, schedule: StepSchedule, history: list) -> None:
+    """The model, its optimiser and schedule and the per-epoch history, written atomically (a crash never leaves
+    half a checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "history": [asdict(h) for h in history]}
-    torch.save(state, tmp)
+    torch.save({"model": model.state_dict(), "schedule": schedule.state_dict(), "history": history}, tmp)
     tmp.replace(path)
+
+
+def load_training_state(path: Path | None, model: nn.Module, schedule: StepSchedule) -> list:
+    """Restore what :func:`save_training_state` wrote into ``model`` and ``schedule``; returns the history (empty
+    when there is no checkpoint yet)."""
+    if path is None or not path.is_file():
+        return []
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    schedule.load_state_dict(state["schedule"])
+    return state["history"]

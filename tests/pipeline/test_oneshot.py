@@ -32,15 +32,10 @@ from edgekd.pipeline.supernet import Supernet
 from edgekd.pipeline.teacher import default_teacher_arch
 
 
-def test_mbv2_space_round_trips_and_rejects_non_members():
-    space = make_space("mbv2", 16, 1, 10, width=0.25)
-    rng = random.Random(0)
-    for _ in range(50):
-        spec = space.decode(space.sample(rng))
-        assert space.decode(space.encode(spec)) == spec
-    mnas = make_space("mnas", 16, 1, 10, width=0.25).decode(make_space("mnas", 16, 1, 10, width=0.25).sample(rng))
+def test_mbv2_space_rejects_architectures_of_another_space():
+    mnas = make_space("mnas", 16, 1, 10, width=0.25)
     with pytest.raises(ConfigError):
-        space.encode(mnas)
+        make_space("mbv2", 16, 1, 10, width=0.25).encode(mnas.decode(mnas.sample(random.Random(0))))
 
 
 def test_extracted_subnet_computes_what_the_supernet_path_computes():

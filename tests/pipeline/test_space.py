@@ -16,8 +16,9 @@ def test_strides_adapt_to_the_input_resolution(resolution, downsamplings):
     assert resolution / 2**downsamplings >= 4
 
 
-def test_decode_encode_round_trip_on_many_samples():
-    space = make_space("mnas", 16, 1, 10, width=0.5)
+@pytest.mark.parametrize("name", ["mnas", "mbv2"])
+def test_decode_encode_round_trip_on_many_samples(name):
+    space = make_space(name, 16, 1, 10, width=0.5)
     rng = random.Random(0)
     for _ in range(200):
         spec = space.decode(space.sample(rng))
