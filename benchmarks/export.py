@@ -7,7 +7,7 @@ trained on the spot on the digits data at 32x32. For each: batch-1 latency with 
 faster than fp32 with at most 1 point of accuracy drop on the quick-start student.
 Ends with one line of JSON: {"ort_vs_eager", "int8_vs_fp32", "int8_acc_drop"} for the quick-start student.
 
-    python benchmarks/export.py [--run runs/quickstart] [--mobilenet-epochs 15]
+    python benchmarks/export.py [--run runs/quickstart] [--mobilenet-epochs 15] [--provider cuda]
 """
 
 from __future__ import annotations
@@ -60,8 +60,11 @@ def mobilenet_student(epochs: int):
     return model.eval(), data
 
 
-def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path) -> dict:
-    """Latency and held-out accuracy of ``model`` in PyTorch eager, ONNX Runtime fp32 and int8."""
+def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path, provider: str = "cpu") -> dict:
+    """Latency and held-out accuracy of ``model`` in PyTorch eager, ONNX Runtime fp32 and int8.
+
+    ``provider`` cuda: eager PyTorch on the GPU against ONNX Runtime's CUDA provider (copies in and out
+    included on both sides)."""
     from edgekd.exporters.onnx import export_onnx
     from edgekd.exporters.onnx_int8 import quantize_int8
     from edgekd.latency_models.timing import time_runner
@@ -72,13 +75,17 @@ def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path) -> dict:
     images, labels = (t.numpy() for t in data.tensors("val"))
     calibration = data.tensors("train")[0][:256].numpy()
 
-    @torch.inference_mode()
-    def eager(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x)).numpy()
-
     fp32 = export_onnx(model, data.input_shape, out_dir / f"{name}.onnx", simplify=True)  # as `onnx` exports
     int8 = quantize_int8(fp32, out_dir / f"{name}-int8.onnx", calibration)  # as `onnx-int8` exports
-    runners = {"eager": eager, "onnx": open_onnx(fp32), "onnx-int8": open_onnx(int8)}
+    device = "cuda" if provider == "cuda" else "cpu"
+    model = model.to(device)
+
+    @torch.inference_mode()
+    def eager(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device)).cpu().numpy()
+
+    runners = {"eager": eager, **{key: open_onnx(path, provider=provider)
+                                  for key, path in (("onnx", fp32), ("onnx-int8", int8))}}
     rows = {}
     for key, run in runners.items():
         m = time_runner(run, data.input_shape, WARMUP, REPEATS, 1, key)
@@ -91,11 +98,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a finished default run (default: make one, a few minutes)")
     parser.add_argument("--mobilenet-epochs", type=int, default=15)
+    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: eager PyTorch on this host's GPU against ONNX Runtime's CUDA provider")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="edgekd-export-models-"))
     results = {
-        "quick-start student": compare_runtimes("student", *quickstart_student(args.run), out),
-        "mobilenet_v3_small": compare_runtimes("mobilenet", *mobilenet_student(args.mobilenet_epochs), out),
+        "quick-start student": compare_runtimes("student", *quickstart_student(args.run), out, args.provider),
+        "mobilenet_v3_small": compare_runtimes("mobilenet", *mobilenet_student(args.mobilenet_epochs), out,
+                                               args.provider),
     }
     print(f"\n{'model':<22}{'runtime':<11}{'latency ms':>11}{'p10-p90':>17}{'top-1':>8}{'vs eager':>10}{'vs fp32':>9}")
     for model, rows in results.items():

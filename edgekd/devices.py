@@ -30,9 +30,12 @@ class _Entry(BaseModel):
 
 
 class LocalDevice(_Entry):
-    """ONNX Runtime's CPU provider on this host, each measurement in a fresh process."""
+    """ONNX Runtime on this host (its CPU, or its NVIDIA GPU through the CUDA provider), measured in fresh processes."""
 
     kind: Literal["local"] = "local"
+    provider: Literal["cpu", "cuda"] = "cpu"
+    """ONNX Runtime execution provider: ``cuda`` runs and times the models on this host's NVIDIA GPU (needs
+    onnxruntime-gpu); the latency then includes the copies between host and GPU memory."""
     affinity: list[Annotated[int, Field(ge=0)]] | None = None
     """CPU ids the measuring process is pinned to (Linux); None: no pinning."""
     variant: Literal["fp32", "fp16", "int8"] = "fp32"

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from edgekd.errors import ConfigError
-from edgekd.ort import Runner
+from edgekd.ort import Provider, Runner
 from edgekd.pipeline.arch import ArchSpec
 
 __all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "get_exporter", "get_format", "register_format"]
@@ -33,8 +33,8 @@ class Exporter(Protocol):
 class ExportFormat:
     name: str
     export: Exporter
-    open: Callable[[Path, int], Runner]
-    """(artifact, CPU threads) -> a runner in the format's runtime."""
+    open: Callable[[Path, int, Provider], Runner]
+    """(artifact, CPU threads, ONNX Runtime provider for ONNX artifacts) -> a runner in the format's runtime."""
     runtime: Callable[[], str]
     """Name and version of that runtime, e.g. ``onnxruntime-1.32.0``."""
 
@@ -43,7 +43,7 @@ FORMATS: dict[str, ExportFormat] = {}
 _BUILTIN_MODULES = ("edgekd.exporters.onnx", "edgekd.exporters.onnx_int8", "edgekd.exporters.tensorrt")
 
 
-def register_format(name: str, open: Callable[[Path, int], Runner], runtime: Callable[[], str]):
+def register_format(name: str, open: Callable[[Path, int, Provider], Runner], runtime: Callable[[], str]):
     """Decorator registering an exporter function as format ``name``."""
 
     def deco(fn: Exporter) -> Exporter:

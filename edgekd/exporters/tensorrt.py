@@ -75,8 +75,8 @@ def build_engine(onnx_path: Path, engine_path: Path, input_shape: tuple[int, ...
     return engine_path
 
 
-def open_engine(path: Path, threads: int = 1) -> Runner:
-    """A runner of the serialized engine at ``path`` on the local GPU (``threads`` is unused)."""
+def open_engine(path: Path, threads: int = 1, provider: str = "cuda") -> Runner:
+    """A runner of the serialized engine at ``path`` on the local GPU (``threads`` and ``provider`` do not apply)."""
     trt = require_tensorrt()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(path.read_bytes())

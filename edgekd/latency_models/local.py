@@ -1,4 +1,5 @@
-"""``local`` devices: ONNX Runtime on this host, measured in fresh processes (threads, affinity pinned).
+"""``local`` devices: ONNX Runtime on this host (CPU or CUDA provider), measured in fresh processes (threads,
+affinity pinned).
 
 On a shared 2-core virtual machine the same model's median moves between levels (0.33, 0.54, 0.63 ms seen
 for one model) as the host's state changes over seconds, within a process as well as across processes. Each
@@ -16,10 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnxruntime as ort
+
 from edgekd.devices import LocalDevice
 from edgekd.errors import DeviceError
 from edgekd.latency_models import Measurement
-from edgekd.ort import onnxruntime_version
+from edgekd.ort import EXECUTION_PROVIDERS, check_provider, onnxruntime_version
 
 TIMEOUT_S = 3600
 
@@ -27,12 +30,14 @@ TIMEOUT_S = 3600
 class LocalBackend:
     def __init__(self, spec: LocalDevice) -> None:
         self.spec = spec
-        self.runtime = onnxruntime_version()
+        self.runtime = onnxruntime_version(spec.provider)
 
     def _one_process(self, paths: list[Path]) -> list[Measurement]:
         s = self.spec
+        check_provider(s.provider)
         cmd = [sys.executable, "-m", "edgekd.latency_models.ort_bench", *map(str, paths), "--threads",
-               str(s.threads), "--warmup", str(s.warmup), "--repeats", str(s.repeats), "--batch", str(s.batch_size)]
+               str(s.threads), "--warmup", str(s.warmup), "--repeats", str(s.repeats), "--batch", str(s.batch_size),
+               "--provider", s.provider]
         if s.affinity:
             cmd += ["--affinity", ",".join(map(str, s.affinity))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -56,8 +61,10 @@ class LocalBackend:
         """(what, ok, detail) rows saying whether the device is ready."""
         cpus = sorted(os.sched_getaffinity(0))
         bad = sorted(set(self.spec.affinity or []) - set(cpus))
+        available = ort.get_available_providers()
         return [
             ("onnxruntime", True, self.runtime),
+            ("provider", EXECUTION_PROVIDERS[self.spec.provider] in available, f"available: {', '.join(available)}"),
             ("CPUs", not bad, f"{len(cpus)} usable: {cpus}" + (f"; affinity asks for missing {bad}" if bad else "")),
             ("threads", self.spec.threads <= len(cpus), f"{self.spec.threads} requested"),
         ]

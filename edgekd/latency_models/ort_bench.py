@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from edgekd.latency_models.timing import time_runner
-from edgekd.ort import onnxruntime_version, open_onnx, ort_session
+from edgekd.ort import EXECUTION_PROVIDERS, onnxruntime_version, open_onnx, ort_session
 
 
 def model_input_shape(path: Path) -> tuple[int, ...]:
@@ -33,14 +33,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--provider", choices=sorted(EXECUTION_PROVIDERS), default="cpu",
+                        help="ONNX Runtime execution provider (cuda needs onnxruntime-gpu)")
     parser.add_argument("--affinity", default="", help="comma-separated CPU ids to pin this process to")
     args = parser.parse_args(argv)
     affinity = [int(c) for c in args.affinity.split(",") if c.strip()]
     if affinity:
         os.sched_setaffinity(0, affinity)
     for model in args.models:
-        m = time_runner(open_onnx(model, args.threads), model_input_shape(model), args.warmup, args.repeats,
-                        args.threads, onnxruntime_version(), args.batch)
+        m = time_runner(open_onnx(model, args.threads, args.provider), model_input_shape(model), args.warmup,
+                        args.repeats, args.threads, onnxruntime_version(args.provider), args.batch)
         m = dataclasses.replace(m, affinity=sorted(os.sched_getaffinity(0)) if affinity else None)
         print(f"median_ms={m.median_ms:.6f} p10_ms={m.p10_ms:.6f} p90_ms={m.p90_ms:.6f}")
         print(json.dumps(dataclasses.asdict(m)), flush=True)

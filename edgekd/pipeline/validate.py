@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgekd.config import write_json
-from edgekd.devices import NamedDevice
+from edgekd.devices import LocalDevice, NamedDevice
 from edgekd.errors import ValidationFailed
 from edgekd.exporters import Runner, get_format
 from edgekd.latency_models.measured import backend_for
@@ -75,10 +75,10 @@ def validate_artifact(
     adb), as the search timed candidates; other artifacts, or ONNX files for a predictor device, are timed
     in this process on this host (``latency_where`` says which).
     """
-    spec = get_format(fmt)
-    run = spec.open(path, device.spec.threads)
+    spec, d = get_format(fmt), device.spec
+    provider = d.provider if isinstance(d, LocalDevice) else "cpu"
+    run = spec.open(path, d.threads, provider)
     metrics = compare(run_batched(run, images), ref, labels)
-    d = device.spec
     if path.suffix == ".onnx" and device.measurable:
         m, where = backend_for(device).measure_onnx(path, images.shape[1:]), device.name
     else:

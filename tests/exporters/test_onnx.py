@@ -1,6 +1,7 @@
 import itertools
 
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -16,8 +17,8 @@ OP_VARIANTS = [
 ]
 
 
-def onnx_logits(path, x: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(open_onnx(path)(x.numpy()))
+def onnx_logits(path, x: torch.Tensor, provider: str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(open_onnx(path, provider=provider)(x.numpy()))
 
 
 def _one_block_net(block: BlockSpec, in_channels: int = 3) -> ArchSpec:
@@ -44,8 +45,17 @@ CASES = [
 ]
 
 
+PROVIDERS = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        "CUDAExecutionProvider" not in ort.get_available_providers(),
+        reason="needs onnxruntime-gpu and an NVIDIA GPU (CUDAExecutionProvider)")),
+]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("variant, kernel, se, stride, residual", CASES)
-def test_every_op_exports_and_matches_onnx_runtime(tmp_path, variant, kernel, se, stride, residual):
+def test_every_op_exports_and_matches_onnx_runtime(tmp_path, variant, kernel, se, stride, residual, provider):
     block = BlockSpec(kernel=kernel, se_ratio=se, stride=stride, residual=residual, out_channels=8, **variant)
     spec = _one_block_net(block)
     model = _trained_like(build(spec))
@@ -53,7 +63,7 @@ def test_every_op_exports_and_matches_onnx_runtime(tmp_path, variant, kernel, se
     x = torch.randn(7, *spec.input_shape)  # batch 7: the batch axis is dynamic
     with torch.no_grad():
         ref = model(x)
-    got = onnx_logits(path, x)
+    got = onnx_logits(path, x, provider)
     assert (got - ref).abs().max() <= 1e-4
     assert torch.equal(got.argmax(1), ref.argmax(1))
 
