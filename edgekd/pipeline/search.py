@@ -80,7 +80,7 @@ def open_storage(url: str) -> RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since Optuna 2.8
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          failed_trial_callback=_retry())
+                          heartbeat_stale_trial_callback=_retry())
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:
