@@ -238,7 +238,7 @@ class Selection:
     loss: float
     cost: float
     checked: int
-    """Combinations whose cost was evaluated before the optimum was found."""
+    """Combinations whose cost was evaluated (best-first) or completed (branch and bound)."""
 
 
 def select_under_constraint(ratings: Sequence[dict[tuple, float]], cost: Callable[[tuple[tuple, ...]], float],
@@ -269,6 +269,46 @@ def select_under_constraint(ratings: Sequence[dict[tuple, float]], cost: Callabl
                     heapq.heappush(heap, (total - ranked[b][idx[b]][1] + ranked[b][idx[b] + 1][1], nxt))
     raise ConfigError(f"no combination of block paths meets the target {limit:g} within the {max_checks} best "
                       "by rating; raise the target")
+
+
+def select_additive(ratings: Sequence[dict[tuple, float]], part_cost: Callable[[int, tuple], float], base: float,
+                    limit: float) -> Selection:
+    """The exact optimum of ``select_under_constraint`` when the cost is additive: ``base`` plus
+    ``part_cost(block, path)`` summed over the blocks (MACs are: the space fixes every layer's channels).
+
+    Each block keeps only its Pareto paths (none other both cheaper and better rated), which loses no optimum;
+    a depth-first branch and bound over them in rating order stops a branch once its rating bound reaches the
+    best found or its cheapest completion exceeds ``limit``.
+    """
+    fronts = []
+    for b, rated in enumerate(ratings):
+        front, best_loss = [], math.inf
+        for c, loss, part in sorted((part_cost(b, part), loss, part) for part, loss in rated.items()):
+            if loss < best_loss:
+                front.append((loss, c, part))
+                best_loss = loss
+        fronts.append(sorted(front))
+    loss_rest = [*itertools.accumulate((f[0][0] for f in reversed(fronts)), initial=0.0)][::-1]
+    cost_rest = [*itertools.accumulate((min(c for _, c, _ in f) for f in reversed(fronts)), initial=0.0)][::-1]
+    if base + cost_rest[0] > limit:
+        raise ConfigError(f"the cheapest combination of block paths costs {base + cost_rest[0]:g} > the target "
+                          f"{limit:g}; raise the target")
+    best = Selection((), math.inf, math.inf, 0)
+
+    def descend(b: int, loss: float, cost: float, parts: tuple) -> None:
+        if b == len(fronts):
+            best.checked += 1
+            if loss < best.loss:
+                best.parts, best.loss, best.cost = parts, loss, base + cost
+            return
+        for part_loss, c, part in fronts[b]:
+            if loss + part_loss + loss_rest[b + 1] >= best.loss:
+                break
+            if base + cost + c + cost_rest[b + 1] <= limit:
+                descend(b + 1, loss + part_loss, cost + c, (*parts, part))
+
+    descend(0, 0.0, 0.0, ())
+    return best
 
 
 def path_of(student: BlockwiseStudent, parts: Sequence[tuple[str, ...]]) -> Choices:

@@ -25,6 +25,7 @@ from edgekd.pipeline.dna import (
     TeacherBlocks,
     path_of,
     rate_paths,
+    select_additive,
     select_under_constraint,
     stage_cuts,
     train_blockwise,
@@ -33,6 +34,7 @@ from edgekd.pipeline.ennas import train_supernet
 from edgekd.pipeline.evaluator import SupernetEvaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import SearchResult, result_of
+from edgekd.pipeline.space import MBV2Space
 from edgekd.pipeline.supernet import Supernet
 from edgekd.ui import console, progress
 
@@ -87,16 +89,16 @@ def dna_search(ctx: RunContext, reward: Reward) -> SearchResult:
     out = ctx.stage_dir("search")
     student, ratings = blockwise_student(ctx)
     space = ctx.space
-    costs: dict[str, float] = {}
+    if reward.metric == "mmacs":
+        base, table = layer_macs(space)
 
-    def cost(parts: tuple[tuple[str, ...], ...]) -> float:
-        spec = space.decode(path_of(student, parts))
-        if spec.id not in costs:
-            costs[spec.id] = (count_macs_params(build(spec), spec.input_shape)[0] if reward.metric == "mmacs"
-                              else ctx.latency.latency_ms(spec))
-        return costs[spec.id]
+        def part_cost(block: int, part: tuple[str, ...]) -> float:
+            return sum(table[s.name][op] for s, op in zip(student.block_slots(block), part, strict=True))
 
-    selection = select_under_constraint(ratings, cost, reward.target)
+        selection = select_additive(ratings, part_cost, base, reward.target)
+    else:
+        selection = select_under_constraint(
+            ratings, lambda parts: ctx.latency.latency_ms(space.decode(path_of(student, parts))), reward.target)
     path = path_of(student, selection.parts)
     record = _record(ctx, space.decode(path), path, reward, selection.loss)
     record["combinations_checked"] = selection.checked
@@ -105,6 +107,21 @@ def dna_search(ctx: RunContext, reward: Reward) -> SearchResult:
         write_json(out / name, [record])
     write_json(out / "best.json", record)
     return result_of([record])
+
+
+def layer_macs(space: MBV2Space) -> tuple[float, dict[str, dict[str, float]]]:
+    """MMACs of the network at a reference path, and each layer operator's MMACs relative to the reference's.
+
+    The space fixes every layer's channels, so a path's MMACs are the reference's plus its operators'
+    differences: DNA's pick under a MACs target sums a table instead of profiling each combination."""
+    ref = {s.name: s.ops[0] for s in space.slots}
+
+    def macs(path: dict[str, str]) -> float:
+        spec = space.decode(path)
+        return count_macs_params(build(spec), spec.input_shape)[0]
+
+    base = macs(ref)
+    return base, {s.name: {op: macs({**ref, s.name: op}) - base for op in s.ops} for s in space.slots}
 
 
 def _record(ctx: RunContext, spec: ArchSpec, path: dict[str, str], reward: Reward, loss: float) -> dict[str, Any]:

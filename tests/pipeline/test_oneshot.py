@@ -15,18 +15,21 @@ import torchvision
 
 from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError
+from edgekd.latency_models.flops import count_macs_params
 from edgekd.pipeline.arch import build
 from edgekd.pipeline.data import load_data
 from edgekd.pipeline.dna import (
     BlockwiseStudent,
     TeacherBlocks,
     rate_paths,
+    select_additive,
     select_under_constraint,
     stage_cuts,
     teacher_targets,
     train_blockwise,
 )
 from edgekd.pipeline.ennas import DiversitySampler, ensemble_weights, train_supernet, uniform_expected_diversity
+from edgekd.pipeline.oneshot import layer_macs
 from edgekd.pipeline.space import make_space
 from edgekd.pipeline.supernet import Supernet
 from edgekd.pipeline.teacher import default_teacher_arch
@@ -146,10 +149,23 @@ def test_constrained_selection_returns_the_enumerated_optimum():
         feasible = [(sum(r[p] for r, p in zip(ratings, combo, strict=True)), combo)
                     for combo in itertools.product(*ratings) if cost(combo) <= limit]
         best = min(feasible)
-        chosen = select_under_constraint(ratings, cost, limit)
-        assert chosen.parts == best[1] and chosen.loss == pytest.approx(best[0]) and chosen.cost <= limit
+        for chosen in (select_under_constraint(ratings, cost, limit),
+                       select_additive(ratings, lambda _b, part: cost_of[part], 0.0, limit)):
+            assert chosen.parts == best[1] and chosen.loss == pytest.approx(best[0]) and chosen.cost <= limit
     with pytest.raises(ConfigError, match="raise the target"):
         select_under_constraint(ratings, cost, 0.5)
+    with pytest.raises(ConfigError, match="raise the target"):
+        select_additive(ratings, lambda _b, part: cost_of[part], 0.0, 0.5)
+
+
+def test_a_paths_macs_are_the_sum_of_its_layer_operators_macs():
+    space = make_space("mbv2", 16, 1, 10, width=0.25)
+    base, table = layer_macs(space)
+    for seed in range(5):
+        path = space.sample(random.Random(seed))
+        spec = space.decode(path)
+        expected = count_macs_params(build(spec), spec.input_shape)[0]
+        assert base + sum(table[name][op] for name, op in path.items()) == pytest.approx(expected, rel=1e-9)
 
 
 def test_dna_refuses_blocks_too_large_to_rate_exhaustively():
@@ -182,3 +198,31 @@ def test_ennas_search_stage_trains_the_supernet_once_and_searches_with_inherited
                         tmp_path / "runs"))
     assert (out / "supernet.pt").stat().st_mtime == mtime  # resumed: the supernet is not trained again
     assert len(json.loads((out / "trials.json").read_text())) == 5
+
+
+def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_target(
+        tmp_path, make_tiny_config, monkeypatch):
+    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.dna import path_loss
+    from edgekd.pipeline.oneshot import blockwise_student
+    from edgekd.pipeline.run import run_search
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    cfg = make_tiny_config(data="digits", resolution=16, search={
+        "space": "mbv2", "space_width": 0.25, "evaluator": "dna", "target_mmacs": 3.0,
+        "oneshot": {"train": {"epochs": 1}, "rating_images": 16}})
+    ctx = open_run(cfg, tmp_path / "runs")
+    result = run_search(ctx)
+    best = json.loads((ctx.stage_dir("search") / "best.json").read_text())
+    assert best["mmacs"] <= 3.0 and best["evaluator"] == "dna"
+    student, ratings = blockwise_student(ctx)  # resumed: trained and rated already
+    space, picked = ctx.space, path_loss(student, ratings, best["choices"])
+    assert picked == pytest.approx(best["dna_loss"])
+    base, table = layer_macs(space)  # additive MACs: checked against thop above
+    rng, under = random.Random(0), 0
+    for _ in range(3000):  # no sampled architecture under the target is rated better
+        path = space.sample(rng)
+        if base + sum(table[name][op] for name, op in path.items()) <= 3.0:
+            under += 1
+            assert path_loss(student, ratings, path) >= picked - 1e-9
+    assert under > 300 and result.best_arch == space.decode(best["choices"])
