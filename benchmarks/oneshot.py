@@ -4,12 +4,15 @@ Trains, on the quick-start teacher and the `mbv2` space (width 0.25, 16x16 digit
 - EnNAS (ensemble teacher, diversity sampling), EnNAS w/o DS (uniform sampling), a single-path teacher (the
   batch's best path teaches the others) and SPOS (one path per batch, no KD), --epochs each;
 - DNA's block-wise student (--epochs) and its rating of every block path.
-Then --archs architectures sampled from the space are KD-trained stand-alone (the KD proxy, --proxy-epochs).
+Then --archs architectures are KD-trained stand-alone (the KD proxy, --proxy-epochs): spread evenly over the
+space's MACs range (the quantiles of 50x as many uniform samples), since uniform samples of this space differ
+in stand-alone accuracy by little more than the mini-val noise.
 Printed: per epoch, the teacher-vs-student training accuracy gap of the ensemble and the single-path teacher
 (EnNAS Fig. 1 in kind) and the mean Euclidean distance between the logits of a batch's paths with and without
 diversity sampling (Fig. 2 in kind); the Kendall tau between each method's rating (inherited-weight mini-val
 accuracy; DNA's summed block loss, negated) and the stand-alone accuracy; the wall time of the EnNAS and DNA
-searches against random KD-proxy search reaching the stand-alone reward of their pick. Ends with one line of JSON:
+searches against random KD-proxy search (the stand-alone trainings in a random order) reaching the stand-alone
+reward of their pick. Ends with one line of JSON:
 {"kendall": {"ennas", "dna", "spos"}, "teacher_gap": {"ennas", "single"}, "diversity": {"ds", "uniform"}, ...}.
 
     python benchmarks/oneshot.py [--epochs 15] [--archs 20] [--proxy-epochs 9] [--trials 60]
@@ -45,7 +48,7 @@ def main() -> None:
     from edgekd.pipeline.dna import path_loss
     from edgekd.pipeline.ennas import DiversitySampler, operator_diversity, train_supernet, uniform_expected_diversity
     from edgekd.pipeline.evaluator import KDProxyEvaluator, SupernetEvaluator
-    from edgekd.pipeline.oneshot import blockwise_student, dna_search
+    from edgekd.pipeline.oneshot import blockwise_student, dna_search, layer_macs
     from edgekd.pipeline.reward import Reward
     from edgekd.pipeline.search import search
     from edgekd.pipeline.supernet import Supernet
@@ -104,7 +107,13 @@ def main() -> None:
     proxy = KDProxyEvaluator(data, teacher.logits, TrainConfig(epochs=args.proxy_epochs, batch_size=64), cfg.kd,
                              cfg.seed)
     rng = random.Random(cfg.seed)
-    sampled = [space.sample(rng) for _ in range(args.archs)]
+    base, table = layer_macs(space)
+
+    def macs_of(path: dict[str, str]) -> float:
+        return base + sum(table[name][op] for name, op in path.items())
+
+    pool = sorted((space.sample(rng) for _ in range(50 * args.archs)), key=macs_of)
+    sampled = [pool[round(i * (len(pool) - 1) / (args.archs - 1))] for i in range(args.archs)]
     standalone, train_s = [], []
     for i, path in enumerate(sampled):
         acc, seconds = timed(lambda p=path: proxy.evaluate(space.decode(p)))
@@ -118,7 +127,7 @@ def main() -> None:
     print("Kendall tau vs stand-alone KD accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in kendall.items()))
 
     # one-shot searches vs random KD-proxy search, on a MACs target (the sampled architectures' median)
-    macs = [count_macs_params(build(space.decode(p)), space.decode(p).input_shape)[0] for p in sampled]
+    macs = [macs_of(p) for p in sampled]
     reward = Reward(statistics.median(macs), "mmacs", "soft")
     ennas_result, search_s = timed(lambda: search(cfg, space, evaluators["ennas"], ctx.latency, reward,
                                                   ctx.stage_dir("search")))
@@ -130,7 +139,9 @@ def main() -> None:
         mmacs = count_macs_params(build(spec), spec.input_shape)[0]
         return reward(proxy.evaluate(spec), {"mmacs": mmacs})
 
-    random_rewards = [reward(a, {"mmacs": m}) for a, m in zip(standalone, macs, strict=True)]
+    order = random.Random(cfg.seed + 1).sample(range(args.archs), args.archs)  # random search's trial order
+    random_rewards = [reward(standalone[i], {"mmacs": macs[i]}) for i in order]
+    train_s = [train_s[i] for i in order]
     comparison = {}
     for name, result in (("ennas", ennas_result), ("dna", dna_result)):
         target = standalone_reward(result.best_arch)
