@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 
 import torch
 from torch import nn
+
+from edgekd.pipeline.arch import ArchSpec, build
 
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:
@@ -22,3 +25,10 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[f
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         macs, params = profile(probe, inputs=(torch.zeros(1, *input_shape),), verbose=False)
     return float(macs) / 1e6, float(params) / 1e6
+
+
+@functools.lru_cache(maxsize=4096)
+def spec_macs_params(spec: ArchSpec) -> tuple[float, float]:
+    """``count_macs_params`` of the network ``spec`` describes, profiled once per architecture: a search asks
+    for the same candidates again, and thop's forward pass costs more than a tabular evaluation."""
+    return count_macs_params(build(spec), spec.input_shape)

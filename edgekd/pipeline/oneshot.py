@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from edgekd.config import read_json, write_json
-from edgekd.latency_models.flops import count_macs_params
-from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.latency_models.flops import spec_macs_params
+from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.dna import (
     BlockRatings,
@@ -117,15 +117,14 @@ def layer_macs(space: MBV2Space) -> tuple[float, dict[str, dict[str, float]]]:
     ref = {s.name: s.ops[0] for s in space.slots}
 
     def macs(path: dict[str, str]) -> float:
-        spec = space.decode(path)
-        return count_macs_params(build(spec), spec.input_shape)[0]
+        return spec_macs_params(space.decode(path))[0]
 
     base = macs(ref)
     return base, {s.name: {op: macs({**ref, s.name: op}) - base for op in s.ops} for s in space.slots}
 
 
 def _record(ctx: RunContext, spec: ArchSpec, path: dict[str, str], reward: Reward, loss: float) -> dict[str, Any]:
-    mmacs, mparams = count_macs_params(build(spec), spec.input_shape)
+    mmacs, mparams = spec_macs_params(spec)
     metrics = {"latency_ms": ctx.latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
     score = math.exp(-loss)
     return {"trial": 0, "state": "complete", "arch_id": spec.id, "arch": spec.to_dict(), "choices": path,

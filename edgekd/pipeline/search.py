@@ -34,8 +34,8 @@ from rich.table import Table
 from edgekd.config import KDConfig, RunConfig, write_json
 from edgekd.errors import ConfigError
 from edgekd.latency_models import LatencyModel
-from edgekd.latency_models.flops import count_macs_params
-from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.latency_models.flops import spec_macs_params
+from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.evaluator import Evaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace
@@ -180,7 +180,7 @@ class TrialObjective:
         trial.set_user_attr("worker", _worker_tag())
         spec = self.space.decode({n: trial.suggest_categorical(n, v) for n, v in self.space.choices.items()})
         kd = self.kd_of(trial)
-        mmacs, mparams = count_macs_params(build(spec), spec.input_shape)
+        mmacs, mparams = spec_macs_params(spec)
         metrics = {"latency_ms": self.latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
         key = eval_key(self.cfg, spec.id, kd)
         attrs: dict[str, Any] = {**metrics, "arch_id": spec.id, "arch": spec.to_dict(), "kd": kd.model_dump(),

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from edgekd.errors import DeviceError
-from edgekd.latency_models.flops import count_macs_params
+from edgekd.latency_models.flops import count_macs_params, spec_macs_params
 from edgekd.latency_models.local import LocalBackend
 from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.arch import build
@@ -70,6 +70,13 @@ def test_thop_leaves_the_profiled_model_untouched(specs):
     before = set(model.state_dict())
     count_macs_params(model, specs[0].input_shape)
     assert set(model.state_dict()) == before
+
+
+def test_an_architectures_macs_are_profiled_once(specs):
+    spec_macs_params.cache_clear()
+    assert spec_macs_params(specs[0]) == count_macs_params(build(specs[0]), specs[0].input_shape)
+    spec_macs_params(specs[0])
+    assert spec_macs_params.cache_info().hits == 1
 
 
 @pytest.mark.parametrize("variant", ["fp16", "int8"])
