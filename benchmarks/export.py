@@ -84,8 +84,8 @@ def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path, provider:
     def eager(x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x).to(device)).cpu().numpy()
 
-    runners = {"eager": eager, **{key: open_onnx(path, provider=provider)
-                                  for key, path in (("onnx", fp32), ("onnx-int8", int8))}}
+    runners = {"eager": eager, "onnx": open_onnx(fp32, provider=provider),
+               "onnx-int8": open_onnx(int8, provider=provider)}
     rows = {}
     for key, run in runners.items():
         m = time_runner(run, data.input_shape, WARMUP, REPEATS, 1, key)

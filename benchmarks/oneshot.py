@@ -48,7 +48,7 @@ def main() -> None:
     from edgekd.pipeline.dna import path_loss
     from edgekd.pipeline.ennas import DiversitySampler, operator_diversity, train_supernet, uniform_expected_diversity
     from edgekd.pipeline.evaluator import KDProxyEvaluator, SupernetEvaluator
-    from edgekd.pipeline.oneshot import blockwise_student, dna_search, layer_macs
+    from edgekd.pipeline.oneshot import LayerMacs, blockwise_student, dna_search
     from edgekd.pipeline.reward import Reward
     from edgekd.pipeline.search import search
     from edgekd.pipeline.supernet import Supernet
@@ -107,11 +107,7 @@ def main() -> None:
     proxy = KDProxyEvaluator(data, teacher.logits, TrainConfig(epochs=args.proxy_epochs, batch_size=64), cfg.kd,
                              cfg.seed)
     rng = random.Random(cfg.seed)
-    base, table = layer_macs(space)
-
-    def macs_of(path: dict[str, str]) -> float:
-        return base + sum(table[name][op] for name, op in path.items())
-
+    macs_of = LayerMacs.of_space(space).of
     pool = sorted((space.sample(rng) for _ in range(50 * args.archs)), key=macs_of)
     sampled = [pool[round(i * (len(pool) - 1) / (args.archs - 1))] for i in range(args.archs)]
     standalone, train_s = [], []

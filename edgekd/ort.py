@@ -23,9 +23,14 @@ PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "
 to 6e-3 on an H100. fp32 stays fp32; reduced precision is what the fp16 and int8 formats are for."""
 
 
+def has_provider(provider: Provider) -> bool:
+    """Whether this ONNX Runtime build has ``provider`` (cuda: onnxruntime-gpu)."""
+    return EXECUTION_PROVIDERS[provider] in ort.get_available_providers()
+
+
 def check_provider(provider: Provider) -> None:
     """DeviceError naming what is missing when this ONNX Runtime build lacks ``provider``."""
-    if EXECUTION_PROVIDERS[provider] not in ort.get_available_providers():
+    if not has_provider(provider):
         raise DeviceError(
             f"this ONNX Runtime ({ort.__version__}, providers: {', '.join(ort.get_available_providers())}) has no "
             f"{EXECUTION_PROVIDERS[provider]}; for an NVIDIA GPU install onnxruntime-gpu in place of onnxruntime"

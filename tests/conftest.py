@@ -12,6 +12,17 @@ import pytest
 
 from edgekd.config import RunConfig, TrainConfig
 from edgekd.devices import LocalDevice, NamedDevice
+from edgekd.ort import has_provider
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, saying why, where ONNX Runtime has no CUDA provider."""
+    if has_provider("cuda"):
+        return
+    skip = pytest.mark.skip(reason="needs onnxruntime-gpu and an NVIDIA GPU (ONNX Runtime's CUDAExecutionProvider)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +33,12 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def fast_device() -> NamedDevice:
     return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5, processes=1))
+
+
+@pytest.fixture
+def cuda_device(fast_device) -> NamedDevice:
+    """``fast_device`` on ONNX Runtime's CUDA provider."""
+    return fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"provider": "cuda"})})
 
 
 def _tiny_config(**fields) -> RunConfig:

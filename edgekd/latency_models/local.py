@@ -22,7 +22,7 @@ import onnxruntime as ort
 from edgekd.devices import LocalDevice
 from edgekd.errors import DeviceError
 from edgekd.latency_models import Measurement
-from edgekd.ort import EXECUTION_PROVIDERS, check_provider, onnxruntime_version
+from edgekd.ort import check_provider, has_provider, onnxruntime_version
 
 TIMEOUT_S = 3600
 
@@ -61,10 +61,9 @@ class LocalBackend:
         """(what, ok, detail) rows saying whether the device is ready."""
         cpus = sorted(os.sched_getaffinity(0))
         bad = sorted(set(self.spec.affinity or []) - set(cpus))
-        available = ort.get_available_providers()
         return [
             ("onnxruntime", True, self.runtime),
-            ("provider", EXECUTION_PROVIDERS[self.spec.provider] in available, f"available: {', '.join(available)}"),
+            ("provider", has_provider(self.spec.provider), f"available: {', '.join(ort.get_available_providers())}"),
             ("CPUs", not bad, f"{len(cpus)} usable: {cpus}" + (f"; affinity asks for missing {bad}" if bad else "")),
             ("threads", self.spec.threads <= len(cpus), f"{self.spec.threads} requested"),
         ]

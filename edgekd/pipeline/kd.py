@@ -146,3 +146,8 @@ def load_training_state(path: Path | None, model: nn.Module, schedule: StepSched
     model.load_state_dict(state["model"])
     schedule.load_state_dict(state["schedule"])
     return state["history"]
+
+
+def saved_epochs(path: Path) -> int:
+    """Epochs recorded in the checkpoint at ``path`` (0 when there is none yet)."""
+    return len(torch.load(path, weights_only=False)["history"]) if path.is_file() else 0

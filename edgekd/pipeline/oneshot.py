@@ -9,8 +9,7 @@ run's search/ directory, so an interrupted stage resumes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -32,15 +31,12 @@ from edgekd.pipeline.dna import (
 )
 from edgekd.pipeline.ennas import train_supernet
 from edgekd.pipeline.evaluator import SupernetEvaluator
+from edgekd.pipeline.kd import saved_epochs
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import SearchResult, result_of
 from edgekd.pipeline.space import MBV2Space
 from edgekd.pipeline.supernet import Supernet
 from edgekd.ui import console, progress
-
-
-def _epochs_done(checkpoint: Path) -> int:
-    return len(torch.load(checkpoint, weights_only=False)["history"]) if checkpoint.is_file() else 0
 
 
 def supernet_evaluator(ctx: RunContext) -> SupernetEvaluator:
@@ -50,7 +46,7 @@ def supernet_evaluator(ctx: RunContext) -> SupernetEvaluator:
     torch.manual_seed(cfg.seed)
     supernet = Supernet(ctx.space)
     checkpoint = out / "supernet.pt"
-    with progress(f"supernet ({cfg.search.evaluator})", o.train.epochs, completed=_epochs_done(checkpoint)) as bar:
+    with progress(f"supernet ({cfg.search.evaluator})", o.train.epochs, completed=saved_epochs(checkpoint)) as bar:
         history = train_supernet(
             supernet, ctx.data, o.train, m=o.subnets if ennas else 1, teacher="ensemble" if ennas else "none",
             diversity=o.diversity and ennas, kd_from_epoch=o.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed,
@@ -70,7 +66,7 @@ def blockwise_student(ctx: RunContext) -> tuple[BlockwiseStudent, list[BlockRati
     torch.manual_seed(cfg.seed)
     student = BlockwiseStudent(Supernet(ctx.space), cuts)
     checkpoint, ratings_path = out / "dna_student.pt", out / "dna_ratings.json"
-    with progress("DNA block-wise distillation", o.train.epochs, completed=_epochs_done(checkpoint)) as bar:
+    with progress("DNA block-wise distillation", o.train.epochs, completed=saved_epochs(checkpoint)) as bar:
         train_blockwise(student, teacher, data, o.train, cfg.seed, checkpoint,
                         on_epoch=lambda _e, mse: bar(info="block MSE " + " ".join(f"{v:.3f}" for v in mse)))
     if ratings_path.is_file():
@@ -90,12 +86,12 @@ def dna_search(ctx: RunContext, reward: Reward) -> SearchResult:
     student, ratings = blockwise_student(ctx)
     space = ctx.space
     if reward.metric == "mmacs":
-        base, table = layer_macs(space)
+        macs = LayerMacs.of_space(space)
 
         def part_cost(block: int, part: tuple[str, ...]) -> float:
-            return sum(table[s.name][op] for s, op in zip(student.block_slots(block), part, strict=True))
+            return sum(macs.table[s.name][op] for s, op in zip(student.block_slots(block), part, strict=True))
 
-        selection = select_additive(ratings, part_cost, base, reward.target)
+        selection = select_additive(ratings, part_cost, macs.base, reward.target)
     else:
         selection = select_under_constraint(
             ratings, lambda parts: ctx.latency.latency_ms(space.decode(path_of(student, parts))), reward.target)
@@ -109,18 +105,29 @@ def dna_search(ctx: RunContext, reward: Reward) -> SearchResult:
     return result_of([record])
 
 
-def layer_macs(space: MBV2Space) -> tuple[float, dict[str, dict[str, float]]]:
-    """MMACs of the network at a reference path, and each layer operator's MMACs relative to the reference's.
+@dataclass(frozen=True)
+class LayerMacs:
+    """MMACs of the network at a reference path (``base``) and each layer operator's MMACs relative to it.
 
     The space fixes every layer's channels, so a path's MMACs are the reference's plus its operators'
-    differences: DNA's pick under a MACs target sums a table instead of profiling each combination."""
-    ref = {s.name: s.ops[0] for s in space.slots}
+    differences: DNA's pick under a MACs target sums this table instead of profiling each combination."""
 
-    def macs(path: dict[str, str]) -> float:
-        return spec_macs_params(space.decode(path))[0]
+    base: float
+    table: dict[str, dict[str, float]]
 
-    base = macs(ref)
-    return base, {s.name: {op: macs({**ref, s.name: op}) - base for op in s.ops} for s in space.slots}
+    @classmethod
+    def of_space(cls, space: MBV2Space) -> LayerMacs:
+        ref = {s.name: s.ops[0] for s in space.slots}
+
+        def macs(path: dict[str, str]) -> float:
+            return spec_macs_params(space.decode(path))[0]
+
+        base = macs(ref)
+        return cls(base, {s.name: {op: macs({**ref, s.name: op}) - base for op in s.ops} for s in space.slots})
+
+    def of(self, path: dict[str, str]) -> float:
+        """MMACs of the network ``path`` describes."""
+        return self.base + sum(self.table[name][op] for name, op in path.items())
 
 
 def _record(ctx: RunContext, spec: ArchSpec, path: dict[str, str], reward: Reward, loss: float) -> dict[str, Any]:

@@ -3,13 +3,13 @@ import tempfile
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 import pytest
 
 from edgekd.errors import DeviceError
 from edgekd.latency_models.flops import count_macs_params, spec_macs_params
 from edgekd.latency_models.local import LocalBackend
 from edgekd.latency_models.measured import MeasuredLatency
+from edgekd.ort import has_provider
 from edgekd.pipeline.arch import build
 from edgekd.pipeline.space import make_space
 
@@ -91,25 +91,16 @@ def test_a_local_device_can_time_the_fp16_or_int8_variant(tmp_path, fast_device,
     assert device.fingerprint != fast_device.fingerprint  # an fp32 measurement is never reused for it
 
 
-HAS_CUDA_PROVIDER = "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def _on_cuda(device):
-    return device.model_copy(update={"spec": device.spec.model_copy(update={"provider": "cuda"})})
-
-
-@pytest.mark.skipif(HAS_CUDA_PROVIDER, reason="this ONNX Runtime has the CUDA provider")
-def test_a_cuda_device_without_onnxruntime_gpu_is_a_clear_error(tmp_path, fast_device, specs):
-    device = _on_cuda(fast_device)
+@pytest.mark.skipif(has_provider("cuda"), reason="this ONNX Runtime has the CUDA provider")
+def test_a_cuda_device_without_onnxruntime_gpu_is_a_clear_error(tmp_path, cuda_device, specs):
     with pytest.raises(DeviceError, match=r"no CUDAExecutionProvider.*install onnxruntime-gpu"):
-        MeasuredLatency(device, tmp_path / "lat.sqlite").measure(specs[0])
-    rows = {what: ok for what, ok, _ in LocalBackend(device.spec).check()}
+        MeasuredLatency(cuda_device, tmp_path / "lat.sqlite").measure(specs[0])
+    rows = {what: ok for what, ok, _ in LocalBackend(cuda_device.spec).check()}
     assert rows["provider"] is False
 
 
-@pytest.mark.skipif(not HAS_CUDA_PROVIDER, reason="needs onnxruntime-gpu and an NVIDIA GPU (CUDAExecutionProvider)")
-def test_a_cuda_device_times_the_model_on_the_gpu(tmp_path, fast_device, specs):
-    device = _on_cuda(fast_device)
-    m = MeasuredLatency(device, tmp_path / "lat.sqlite").measure(specs[0])
+@pytest.mark.cuda
+def test_a_cuda_device_times_the_model_on_the_gpu(tmp_path, cuda_device, specs):
+    m = MeasuredLatency(cuda_device, tmp_path / "lat.sqlite").measure(specs[0])
     assert m.runtime.endswith("-cuda") and m.median_ms > 0
-    assert all(ok for _, ok, _ in LocalBackend(device.spec).check())
+    assert all(ok for _, ok, _ in LocalBackend(cuda_device.spec).check())

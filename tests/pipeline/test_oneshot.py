@@ -29,7 +29,7 @@ from edgekd.pipeline.dna import (
     train_blockwise,
 )
 from edgekd.pipeline.ennas import DiversitySampler, ensemble_weights, train_supernet, uniform_expected_diversity
-from edgekd.pipeline.oneshot import layer_macs
+from edgekd.pipeline.oneshot import LayerMacs
 from edgekd.pipeline.space import make_space
 from edgekd.pipeline.supernet import Supernet
 from edgekd.pipeline.teacher import default_teacher_arch
@@ -160,12 +160,12 @@ def test_constrained_selection_returns_the_enumerated_optimum():
 
 def test_a_paths_macs_are_the_sum_of_its_layer_operators_macs():
     space = make_space("mbv2", 16, 1, 10, width=0.25)
-    base, table = layer_macs(space)
+    macs = LayerMacs.of_space(space)
     for seed in range(5):
         path = space.sample(random.Random(seed))
         spec = space.decode(path)
         expected = count_macs_params(build(spec), spec.input_shape)[0]
-        assert base + sum(table[name][op] for name, op in path.items()) == pytest.approx(expected, rel=1e-9)
+        assert macs.of(path) == pytest.approx(expected, rel=1e-9)
 
 
 def test_dna_refuses_blocks_too_large_to_rate_exhaustively():
@@ -218,11 +218,11 @@ def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_targe
     student, ratings = blockwise_student(ctx)  # resumed: trained and rated already
     space, picked = ctx.space, path_loss(student, ratings, best["choices"])
     assert picked == pytest.approx(best["dna_loss"])
-    base, table = layer_macs(space)  # additive MACs: checked against thop above
+    macs = LayerMacs.of_space(space)  # additive MACs: checked against thop above
     rng, under = random.Random(0), 0
     for _ in range(3000):  # no sampled architecture under the target is rated better
         path = space.sample(rng)
-        if base + sum(table[name][op] for name, op in path.items()) <= 3.0:
+        if macs.of(path) <= 3.0:
             under += 1
             assert path_loss(student, ratings, path) >= picked - 1e-9
     assert under > 300 and result.best_arch == space.decode(best["choices"])

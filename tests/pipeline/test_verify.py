@@ -5,7 +5,6 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import onnxruntime as ort
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -63,11 +62,9 @@ def test_a_bundle_verifies_in_a_fresh_directory(bundle, tmp_path, monkeypatch, f
     assert report["reference_n"] > 0 and not report["same_device_as_manifest"]  # test device != host-cpu
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
-                    reason="needs onnxruntime-gpu and an NVIDIA GPU (CUDAExecutionProvider)")
-def test_a_bundle_made_on_the_cpu_verifies_on_the_gpu(bundle, fast_device):
-    gpu = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"provider": "cuda"})})
-    report = verify(bundle, gpu)
+@pytest.mark.cuda
+def test_a_bundle_made_on_the_cpu_verifies_on_the_gpu(bundle, cuda_device):
+    report = verify(bundle, cuda_device)
     fp32 = report["models"]["onnx"]
     assert report["passed"] and fp32["runtime"].endswith("-cuda")
     assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_logit_diff"] <= 1e-4
