@@ -2,16 +2,23 @@
 
 QDQ format, per-channel int8 weights, uint8 activations whose ranges are calibrated (min/max) on training
 images passed as ``options['calibration']``. Its accuracy cost is measured by validation, never assumed.
+
+Before quantization the graph is rewritten, exactly, into operators ONNX Runtime runs in int8
+(:func:`int8_friendly`): an operator it has no int8 kernel for stays fp32 between a DequantizeLinear and a
+QuantizeLinear, and in a squeeze-excite student those pairs cost more time than the int8 convolutions save.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -41,13 +48,82 @@ class _Images(CalibrationDataReader):
         return next(self._batches, None)
 
 
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+              if n.op_type == "Constant" and n.attribute[0].name == "value"}
+    values.update({i.name: numpy_helper.to_array(i) for i in graph.initializer})
+    return values
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _spatial_mean(node: onnx.NodeProto, consts: dict[str, np.ndarray], ranks: dict[str, int]) -> bool:
+    """Whether the ReduceMean ``node`` averages an NCHW tensor over exactly H and W."""
+    axes = consts.get(node.input[1]) if len(node.input) > 1 else _attr(node, "axes", None)
+    rank = ranks.get(node.input[0])
+    return axes is not None and rank == 4 and sorted(int(a) % rank for a in np.ravel(axes)) == [2, 3]
+
+
+def int8_friendly(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with two exact rewrites that keep a squeeze-excite network in int8 end to end.
+
+    - ReduceMean over H and W of an NCHW tensor becomes GlobalAveragePool (then Flatten when ``keepdims=0``):
+      ONNX Runtime fuses the latter into QLinearGlobalAveragePool and has no int8 ReduceMean.
+    - HardSigmoid(Conv(x)), with the Conv its only consumer, becomes Clip(Conv'(x), 0, 1) where Conv' has
+      its weights and bias scaled by alpha and beta added: the quantizer folds a Clip into the Conv's output
+      range, where a HardSigmoid would stay fp32 between a dequantize and a quantize.
+    """
+    model = copy.deepcopy(model)
+    graph = model.graph
+    consts = _constants(graph)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.value_info, *inferred.input)}
+    inits = {i.name: i for i in graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            uses[name] = uses.get(name, 0) + 1
+    nodes: list[onnx.NodeProto] = []
+    for n in graph.node:
+        if n.op_type == "ReduceMean" and _spatial_mean(n, consts, ranks):
+            if _attr(n, "keepdims", 1):
+                nodes.append(helper.make_node("GlobalAveragePool", n.input[:1], n.output, name=n.name))
+            else:
+                pooled = f"{n.output[0]}_pooled"
+                nodes.append(helper.make_node("GlobalAveragePool", n.input[:1], [pooled], name=n.name))
+                nodes.append(helper.make_node("Flatten", [pooled], n.output, name=f"{n.name}_flatten", axis=1))
+            continue
+        conv = producer.get(n.input[0]) if n.op_type == "HardSigmoid" else None
+        if conv is not None and conv.op_type == "Conv" and len(conv.input) == 3 \
+                and all(uses[name] == 1 for name in (n.input[0], *conv.input[1:])) \
+                and all(name in inits for name in conv.input[1:]):
+            alpha, beta = _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5)
+            for name, scaled in ((conv.input[1], consts[conv.input[1]] * alpha),
+                                 (conv.input[2], consts[conv.input[2]] * alpha + beta)):
+                inits[name].CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), name))
+            low, high = f"{n.name}_low", f"{n.name}_high"
+            graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), name)
+                                     for name, v in ((low, 0.0), (high, 1.0)))
+            nodes.append(helper.make_node("Clip", [n.input[0], low, high], n.output, name=n.name))
+            continue
+        nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
     """Quantize the fp32 ONNX model at ``fp32_path`` to ``out_path`` (QDQ, per-channel), calibrated on images."""
     if calibration is None or len(calibration) == 0:
         raise ConfigError("onnx-int8 needs calibration images (options['calibration'], float32 NCHW)")
     with tempfile.TemporaryDirectory(prefix="edgekd-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        friendly, prepared = Path(tmp) / "friendly.onnx", Path(tmp) / "prepared.onnx"
+        onnx.save(int8_friendly(onnx.load(fp32_path)), friendly)
+        quant_pre_process(str(friendly), str(prepared), skip_symbolic_shape=True)
         logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs every node it skips
         quantize_static(
             str(prepared), str(out_path), _Images(np.ascontiguousarray(calibration, dtype=np.float32)),

@@ -112,7 +112,7 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(squeeze_channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        s = nn.functional.adaptive_avg_pool2d(x, 1)  # exports as GlobalAveragePool, which keeps ORT's NCHWc layout
         s = self.expand(nn.functional.relu(self.reduce(s)))
         return x * nn.functional.hardsigmoid(s)
 
@@ -165,7 +165,7 @@ class Network(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(x.mean((2, 3)))
+        return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def build(spec: ArchSpec) -> nn.Module:

@@ -1,7 +1,10 @@
 """Every export format runs in its own runtime and agrees with the PyTorch student it came from."""
 
+from collections import Counter
+
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -9,7 +12,9 @@ from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError, DeviceError
 from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx
+from edgekd.exporters.onnx_int8 import int8_friendly
 from edgekd.exporters.tensorrt import require_tensorrt
+from edgekd.ort import open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.pipeline.data import load_data
 from edgekd.pipeline.kd import train
@@ -88,6 +93,35 @@ def test_onnx_int8_is_per_channel_qdq_and_its_accuracy_cost_is_measured(trained,
     assert m["acc"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
     assert m["max_abs_logit_diff"] > 0  # quantization changes the logits: the cost is real and measured
     assert torch_acc - m["acc"] <= 0.02 and m["top1_agreement"] >= 0.95
+
+
+def _optimized_ops(path, tmp_path):
+    """Operator counts of the graph ONNX Runtime actually runs for the model at ``path``."""
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+
+
+def test_int8_squeeze_excite_student_runs_in_int8_from_input_to_logits(trained, tmp_path):
+    path, *_ = _export("onnx-int8", trained, tmp_path)
+    ops = _optimized_ops(path, tmp_path)
+    # one quantize of the input, one dequantize of the logits: no fp32 island (squeeze-excite pool and gate)
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops
+    assert ops["QLinearGlobalAveragePool"] >= 2 and ops["QLinearMul"] >= 1  # the SE pool and gate, and the head
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_int8_friendly_rewrite_is_exact(trained, tmp_path, exporter):
+    model, spec, images, *_ = trained
+    fp32 = onnx.load(export_onnx(model, spec.input_shape, tmp_path / "fp32.onnx", exporter=exporter))
+    friendly = int8_friendly(fp32)
+    onnx.save(friendly, tmp_path / "friendly.onnx")
+    ops, clips = Counter(n.op_type for n in friendly.graph.node), sum(n.op_type == "Clip" for n in fp32.graph.node)
+    assert ops["ReduceMean"] == ops["HardSigmoid"] == 0 and ops["GlobalAveragePool"] == 2 and ops["Clip"] == clips + 1
+    before = run_batched(open_onnx(tmp_path / "fp32.onnx"), images)
+    after = run_batched(open_onnx(tmp_path / "friendly.onnx"), images)
+    assert np.abs(before - after).max() <= 1e-5
 
 
 def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path):
