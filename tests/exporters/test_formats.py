@@ -12,7 +12,7 @@ from edgekd.config import TrainConfig
 from edgekd.errors import ConfigError, DeviceError
 from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx
-from edgekd.exporters.onnx_int8 import int8_friendly
+from edgekd.exporters.onnx_int8 import int8_friendly, quantize_int8
 from edgekd.exporters.tensorrt import require_tensorrt
 from edgekd.ort import open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
@@ -122,6 +122,20 @@ def test_int8_friendly_rewrite_is_exact(trained, tmp_path, exporter):
     before = run_batched(open_onnx(tmp_path / "fp32.onnx"), images)
     after = run_batched(open_onnx(tmp_path / "friendly.onnx"), images)
     assert np.abs(before - after).max() <= 1e-5
+
+
+def test_int8_survives_uint8_by_int8_pair_saturation(tmp_path):
+    """Inputs at the top of their range against weights at the top of theirs: on x86 without VNNI, ONNX Runtime
+    adds pairs of uint8 x int8 products in saturating int16 (255 x 127 x 2 > 32767), which full 8-bit weights
+    overflow and 7-bit weights do not."""
+    conv = torch.nn.Conv2d(8, 4, 1, bias=False)
+    torch.nn.init.constant_(conv.weight, 1.0)
+    model = torch.nn.Sequential(conv, torch.nn.Flatten()).eval()
+    fp32 = export_onnx(model, (8, 1, 1), tmp_path / "fp32.onnx")
+    ones = np.ones((1, 8, 1, 1), np.float32)
+    calibration = np.concatenate([np.random.default_rng(0).random((63, 8, 1, 1), dtype=np.float32), ones])
+    int8 = open_onnx(quantize_int8(fp32, tmp_path / "int8.onnx", calibration))(ones)
+    assert np.abs(int8 - 8.0).max() <= 0.1  # 8 inputs x weight 1; saturated pairs would give about 4
 
 
 def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path):
