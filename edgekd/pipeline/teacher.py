@@ -109,6 +109,7 @@ def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path) -> Teacher:
     arch: ArchSpec | None = None
     if source == "train":
         arch = default_teacher_arch(data)
+        torch.manual_seed(cfg.seed)  # the initial weights: the same seed trains the same teacher
         model = build(arch)
         weights = out_dir / "teacher.pt"
         if weights.is_file():
