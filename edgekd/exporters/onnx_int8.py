@@ -119,8 +119,20 @@ def int8_friendly(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
-    """Quantize the fp32 ONNX model at ``fp32_path`` to ``out_path`` (QDQ, per-channel), calibrated on images."""
+INT8_SCHEMES: dict[str, dict[str, Any]] = {
+    "onnxruntime": {"activation_type": QuantType.QUInt8, "reduce_range": True},
+    "tensorrt": {"activation_type": QuantType.QInt8, "reduce_range": False,
+                 "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}},
+}
+"""Quantizer settings per target runtime. ONNX Runtime: asymmetric uint8 activations, 7-bit weights (above).
+TensorRT's ONNX parser accepts only signed int8 Q/DQ with zero point 0 ("TRT only supports symmetric
+quantization") and takes biases in float (no int32 DequantizeLinear); its GPU kernels have no int16 pair
+saturation, so the full 8 bits are kept."""
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, runtime: str = "onnxruntime") -> Path:
+    """Quantize the fp32 ONNX model at ``fp32_path`` to ``out_path`` (QDQ, per-channel), calibrated on images,
+    with the settings ``INT8_SCHEMES[runtime]`` of the runtime that will run it."""
     if calibration is None or len(calibration) == 0:
         raise ConfigError("onnx-int8 needs calibration images (options['calibration'], float32 NCHW)")
     with tempfile.TemporaryDirectory(prefix="edgekd-int8-") as tmp:
@@ -130,8 +142,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
         logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs every node it skips
         quantize_static(
             str(prepared), str(out_path), _Images(np.ascontiguousarray(calibration, dtype=np.float32)),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
+            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, **INT8_SCHEMES[runtime],
         )
     return out_path
 

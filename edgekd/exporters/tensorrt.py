@@ -2,10 +2,10 @@
 
 Written against TensorRT 10's Python API (extra ``tensorrt``; NVIDIA publishes the libraries on its own index
 only). An engine is only valid on the GPU model and TensorRT version it was built with, so it is built and run
-on the local NVIDIA GPU; the int8 engine is built from the calibrated QDQ model of ``onnx-int8`` (explicit
-quantization), so both int8 paths share one calibration. Device buffers are torch CUDA tensors, so nothing
-beyond torch and TensorRT is needed. Without TensorRT or a GPU every entry point raises DeviceError naming
-what is missing.
+on the local NVIDIA GPU; the int8 engine is built from a QDQ model calibrated like ``onnx-int8`` (explicit
+quantization) but in TensorRT's symmetric signed-int8 scheme (``INT8_SCHEMES['tensorrt']``).
+Device buffers are torch CUDA tensors, so nothing beyond torch and TensorRT is needed. Without TensorRT or a
+GPU every entry point raises DeviceError naming what is missing.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def _engine(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, 
     with tempfile.TemporaryDirectory(prefix="edgekd-trt-") as tmp:
         onnx_path = fp32_onnx(model, spec, Path(tmp) / "model.onnx", options)
         if precision == "int8":
-            onnx_path = quantize_int8(onnx_path, Path(tmp) / "model-int8.onnx", options.get("calibration"))
+            onnx_path = quantize_int8(onnx_path, Path(tmp) / "model-int8.onnx", options.get("calibration"),
+                                      runtime="tensorrt")
         return build_engine(onnx_path, out_dir / f"model{suffix}.plan", spec.input_shape, precision)
 
 

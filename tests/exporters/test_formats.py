@@ -138,6 +138,21 @@ def test_int8_survives_uint8_by_int8_pair_saturation(tmp_path):
     assert np.abs(int8 - 8.0).max() <= 0.1  # 8 inputs x weight 1; saturated pairs would give about 4
 
 
+def test_int8_for_tensorrt_is_symmetric_signed_and_agrees_in_onnx_runtime(trained, tmp_path):
+    """TensorRT's parser takes only int8 Q/DQ with zero point 0; that model still runs (here in ONNX Runtime)."""
+    model, spec, images, labels, ref, calibration = trained
+    fp32 = export_onnx(model, spec.input_shape, tmp_path / "fp32.onnx")
+    path = quantize_int8(fp32, tmp_path / "trt-int8.onnx", calibration, runtime="tensorrt")
+    graph = onnx.load(path).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [inits[n.input[2]] for n in qdq]
+    assert qdq and len(zero_points) == len(qdq)
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    m = compare(run_batched(open_onnx(path), images), ref, labels)
+    assert m["top1_agreement"] >= 0.95
+
+
 def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path):
     model, spec, *_ = trained
     with pytest.raises(ConfigError, match="calibration"):
