@@ -69,6 +69,17 @@ def _spatial_mean(node: onnx.NodeProto, consts: dict[str, np.ndarray], ranks: di
     return axes is not None and rank == 4 and sorted(int(a) % rank for a in np.ravel(axes)) == [2, 3]
 
 
+def _sole_conv_with_bias(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], uses: dict[str, int],
+                         inits: dict[str, onnx.TensorProto]) -> onnx.NodeProto | None:
+    """The Conv producing ``node``'s input when nothing else reads that output or the Conv's constant weights
+    and bias (so they can be rescaled in place); else None."""
+    conv = producer.get(node.input[0])
+    if conv is None or conv.op_type != "Conv" or len(conv.input) != 3:
+        return None
+    sole = all(uses[name] == 1 for name in (node.input[0], *conv.input[1:]))
+    return conv if sole and all(name in inits for name in conv.input[1:]) else None
+
+
 def int8_friendly(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with two exact rewrites that keep a squeeze-excite network in int8 end to end.
 
@@ -99,15 +110,13 @@ def int8_friendly(model: onnx.ModelProto) -> onnx.ModelProto:
                 nodes.append(helper.make_node("GlobalAveragePool", n.input[:1], [pooled], name=n.name))
                 nodes.append(helper.make_node("Flatten", [pooled], n.output, name=f"{n.name}_flatten", axis=1))
             continue
-        conv = producer.get(n.input[0]) if n.op_type == "HardSigmoid" else None
-        if conv is not None and conv.op_type == "Conv" and len(conv.input) == 3 \
-                and all(uses[name] == 1 for name in (n.input[0], *conv.input[1:])) \
-                and all(name in inits for name in conv.input[1:]):
+        conv = _sole_conv_with_bias(n, producer, uses, inits) if n.op_type == "HardSigmoid" else None
+        if conv is not None:
             alpha, beta = _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5)
             for name, scaled in ((conv.input[1], consts[conv.input[1]] * alpha),
                                  (conv.input[2], consts[conv.input[2]] * alpha + beta)):
                 inits[name].CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), name))
-            low, high = f"{n.name}_low", f"{n.name}_high"
+            low, high = f"{n.output[0]}_low", f"{n.output[0]}_high"
             graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), name)
                                      for name, v in ((low, 0.0), (high, 1.0)))
             nodes.append(helper.make_node("Clip", [n.input[0], low, high], n.output, name=n.name))
