@@ -70,7 +70,9 @@ def run(strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) ->
     cfg = RunConfig(seed=seed, search=SearchConfig(strategy=strategy, trials=trials,
                                                    proxy=TrainConfig(epochs=epochs, batch_size=64)))
     s = make_strategy(strategy, seed, epochs)
-    study = optuna.create_study(directions=list(s.directions), sampler=s.sampler, pruner=s.pruner)
+    # a fixed name: Hyperband assigns trials to brackets by a hash of the study name and the trial number
+    study = optuna.create_study(study_name=f"{strategy}-seed{seed}", directions=list(s.directions),
+                                sampler=s.sampler, pruner=s.pruner)
     evaluator = TableEvaluator(rows)
     best, spent = [], []
 
