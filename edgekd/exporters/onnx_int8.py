@@ -16,8 +16,9 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -69,7 +70,7 @@ def _spatial_mean(node: onnx.NodeProto, consts: dict[str, np.ndarray], ranks: di
     return axes is not None and rank == 4 and sorted(int(a) % rank for a in np.ravel(axes)) == [2, 3]
 
 
-def _sole_conv_with_bias(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], uses: dict[str, int],
+def _sole_conv_with_bias(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], uses: Counter[str],
                          inits: dict[str, onnx.TensorProto]) -> onnx.NodeProto | None:
     """The Conv producing ``node``'s input when nothing else reads that output or the Conv's constant weights
     and bias (so they can be rescaled in place); else None."""
@@ -96,10 +97,7 @@ def int8_friendly(model: onnx.ModelProto) -> onnx.ModelProto:
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.value_info, *inferred.input)}
     inits = {i.name: i for i in graph.initializer}
     producer = {out: n for n in graph.node for out in n.output}
-    uses: dict[str, int] = {}
-    for n in graph.node:
-        for name in n.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for n in graph.node for name in n.input)
     nodes: list[onnx.NodeProto] = []
     for n in graph.node:
         if n.op_type == "ReduceMean" and _spatial_mean(n, consts, ranks):
@@ -128,7 +126,8 @@ def int8_friendly(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-INT8_SCHEMES: dict[str, dict[str, Any]] = {
+Int8Runtime = Literal["onnxruntime", "tensorrt"]
+INT8_SCHEMES: dict[Int8Runtime, dict[str, Any]] = {
     "onnxruntime": {"activation_type": QuantType.QUInt8, "reduce_range": True},
     "tensorrt": {"activation_type": QuantType.QInt8, "reduce_range": False,
                  "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}},
@@ -139,11 +138,12 @@ quantization") and takes biases in float (no int32 DequantizeLinear); its GPU ke
 saturation, so the full 8 bits are kept."""
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, runtime: str = "onnxruntime") -> Path:
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray,
+                  runtime: Int8Runtime = "onnxruntime") -> Path:
     """Quantize the fp32 ONNX model at ``fp32_path`` to ``out_path`` (QDQ, per-channel), calibrated on images,
     with the settings ``INT8_SCHEMES[runtime]`` of the runtime that will run it."""
     if calibration is None or len(calibration) == 0:
-        raise ConfigError("onnx-int8 needs calibration images (options['calibration'], float32 NCHW)")
+        raise ConfigError("int8 quantization needs calibration images (options['calibration'], float32 NCHW)")
     with tempfile.TemporaryDirectory(prefix="edgekd-int8-") as tmp:
         friendly, prepared = Path(tmp) / "friendly.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(int8_friendly(onnx.load(fp32_path)), friendly)
