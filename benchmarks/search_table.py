@@ -7,7 +7,8 @@ cosine) for --epochs, with its mini-val accuracy recorded after every epoch. The
 benchmarks/data/search_table.json; an interrupted build resumes from benchmarks/data/search_table.partial.jsonl.
 `--seed S` (S > 0) trains every architecture of an existing table again with training seed S (same data,
 teacher and latency) and adds the curves to it; a row's `acc` is then the mean curve over its seeds
-(`acc_by_seed`), which averages out the training noise that a single proxy run carries.
+(`acc_by_seed`), which averages out the training noise that a single proxy run carries. Building over an
+existing table (after a change to the KD proxy, say) retrains every curve and keeps its measured latencies.
 
     python benchmarks/search_table.py [--epochs 9] [--shard K/N] [--seed S]   # about 40 minutes on one core
 """
@@ -49,6 +50,14 @@ def _done(seed: int) -> dict[str, dict]:
     return {row["arch_id"]: row for row in rows}
 
 
+def _measured(specs) -> list[float] | None:
+    """The existing table's latencies for ``specs``, None when there is no table or it lacks one of them."""
+    if not TABLE.is_file():
+        return None
+    latency = {row["arch_id"]: row["latency_ms"] for row in json.loads(TABLE.read_text())["rows"]}
+    return [latency[s.id] for s in specs] if all(s.id in latency for s in specs) else None
+
+
 def _add_seed(seed: int, done: dict[str, dict]) -> None:
     """Add seed ``seed``'s curves to the table; each row's ``acc`` becomes the mean over its seeds."""
     table = json.loads(TABLE.read_text())
@@ -77,8 +86,8 @@ def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
     space = table_space()
     members = space.members()
     specs = [space.decode(c) for c in members]
-    # measured first, while nothing else runs on the host; a further seed keeps the table's latencies
-    latencies = [None] * len(specs) if seed else ctx.latency.latency_many(specs)
+    # measured once, first, while nothing else runs on the host; a rebuild or a further seed keeps them
+    latencies = [None] * len(specs) if seed else _measured(specs) or ctx.latency.latency_many(specs)
     evaluator = KDProxyEvaluator(ctx.data, ctx.teacher.logits, proxy, cfg.kd, seed)
     mine = [i for i in range(len(specs)) if i % shards == shard]
     done = _done(seed)

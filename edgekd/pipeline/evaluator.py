@@ -14,8 +14,12 @@ from edgekd.config import KDConfig, TrainConfig
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.data import Data
 from edgekd.pipeline.dna import BlockRatings, BlockwiseStudent, path_loss
-from edgekd.pipeline.kd import accuracy, train
-from edgekd.pipeline.supernet import Supernet, calibration_batches, path_logits
+from edgekd.pipeline.kd import EpochStats, accuracy, evaluate, train
+from edgekd.pipeline.supernet import Supernet, calibration_batches, path_logits, recalibrate_bn
+
+CALIBRATION_IMAGES = 2048
+"""Mini-train images the proxy's BatchNorm statistics are estimated on (all of them on the embedded data): with
+only 256, final mini-val accuracy came out up to 3 points below the running statistics' on the quick-start space."""
 
 EpochReport = Callable[[int, float], None]
 """Called with (epoch, mini-val accuracy) after every epoch; may raise to stop the candidate (pruning)."""
@@ -31,24 +35,34 @@ class Evaluator(Protocol):
 
 
 class KDProxyEvaluator:
-    """Train the candidate from scratch with KD on mini-train for ``proxy.epochs``; score it on mini-val.
+    """Train the candidate from scratch with KD on mini-train for ``proxy.epochs``; score it on mini-val after
+    every epoch, with its BatchNorm statistics recalibrated on mini-train first.
 
-    ``kd.alpha = 0`` gives conventional NAS (hard labels only), the baseline AKD compares against.
+    The recalibration matters most in the early epochs, where a pruner decides: the running statistics lag
+    weights that still move fast. Without it every candidate of the quick-start space scored chance (0.10) on
+    mini-val after its first epoch, against 0.38-0.58 with it. ``kd.alpha = 0`` gives conventional NAS (hard
+    labels only), the baseline AKD compares against.
     """
 
     def __init__(self, data: Data, teacher_logits: Tensor | None, proxy: TrainConfig, kd: KDConfig, seed: int = 0):
         self.data, self.teacher_logits, self.proxy, self.kd, self.seed = data, teacher_logits, proxy, kd, seed
         self.budget = proxy.epochs
+        self.calibration = calibration_batches(data, CALIBRATION_IMAGES)
 
     def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
         torch.manual_seed(self.seed)
         model = build(spec)
-        history = train(
-            model, self.data, self.proxy, kd or self.kd, self.teacher_logits, train_split="mini_train",
-            eval_split="mini_val", seed=self.seed,
-            on_epoch=(lambda s: report(s.epoch, s.eval_acc)) if report else None,
-        )
-        return float(history[-1].eval_acc)
+        scores: list[float] = []
+
+        def score(stats: EpochStats) -> None:
+            recalibrate_bn(model, self.calibration)
+            scores.append(evaluate(model, self.data, "mini_val"))
+            if report:
+                report(stats.epoch, scores[-1])
+
+        train(model, self.data, self.proxy, kd or self.kd, self.teacher_logits, train_split="mini_train",
+              seed=self.seed, on_epoch=score)
+        return scores[-1]
 
 
 class SupernetEvaluator:
