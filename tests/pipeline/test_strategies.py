@@ -113,6 +113,23 @@ def test_bohb_stops_weak_candidates_early_and_spends_fewer_epochs():
     assert sum(epochs) < 0.9 * 9 * len(epochs)  # every pruned candidate saved 6 or 8 epochs
 
 
+def test_bohb_models_the_trials_of_every_hyperband_bracket_not_only_its_own():
+    s = make_strategy("bohb", 0, max_epochs=9)
+    seen: list[tuple[int, int]] = []
+    propose = s.sampler.base.sample_relative
+
+    def recording(study, trial, space):
+        seen.append((trial.number, len(study.get_trials(deepcopy=False))))
+        return propose(study, trial, space)
+
+    s.sampler.base.sample_relative = recording
+    study = optuna.create_study(sampler=s.sampler, pruner=s.pruner)
+    study.optimize(_objective, n_trials=30)
+    brackets = {s.pruner._get_bracket_id(study, t) for t in study.trials}
+    assert len(brackets) > 1 and len(seen) >= 25
+    assert all(visible == number + 1 for number, visible in seen)  # every earlier trial, and the new one
+
+
 def test_ppo_clipped_loss_matches_hand_computed_values():
     old = torch.log(torch.tensor([0.5, 0.5, 0.2]))
     new = torch.log(torch.tensor([0.8, 0.3, 0.2]))  # ratios 1.6, 0.6, 1.0
