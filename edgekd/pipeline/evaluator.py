@@ -14,8 +14,8 @@ from edgekd.config import KDConfig, TrainConfig
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.data import Data
 from edgekd.pipeline.dna import BlockRatings, BlockwiseStudent, path_loss
-from edgekd.pipeline.kd import EpochStats, accuracy, evaluate, train
-from edgekd.pipeline.supernet import Supernet, calibration_batches, path_logits, recalibrate_bn
+from edgekd.pipeline.kd import EpochStats, accuracy, calibration_batches, evaluate, recalibrate_bn, train
+from edgekd.pipeline.supernet import Supernet, path_logits
 
 CALIBRATION_IMAGES = 2048
 """Mini-train images the proxy's BatchNorm statistics are estimated on (all of them on the embedded data): with

@@ -50,6 +50,32 @@ def evaluate(model: nn.Module, data: Data, split: str) -> float:
     return accuracy(predict_logits(model, data, split), data.labels[data.index(split)])
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor]) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) on ``batches``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    for x in batches:
+        model(x)
+    for bn in norms:
+        bn.momentum = 0.1
+    model.eval()
+
+
+def calibration_batches(data: Data, images: int = 256, batch_size: int = 64) -> list[Tensor]:
+    """The first ``images`` mini-train images (a fixed set, so every path is calibrated alike)."""
+    out, seen = [], 0
+    for x, _, _ in data.batches("mini_train", batch_size):
+        out.append(x)
+        seen += len(x)
+        if seen >= images:
+            break
+    return out
+
+
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -9,15 +9,13 @@ scored after recalibrating them on training images (``recalibrate_bn``), as SPOS
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError
 from edgekd.pipeline.arch import ArchSpec, Block, Network, build, conv_bn_act
-from edgekd.pipeline.data import Data
+from edgekd.pipeline.kd import recalibrate_bn
 from edgekd.pipeline.space import EXPANDS, KERNELS, SKIP, Choices, LayerSlot, MBV2Space, SearchSpace
 
 
@@ -101,32 +99,6 @@ class ElasticMBConv(nn.Module):
             target[0].weight.data.copy_(weight)
             for name in ("weight", "bias", "running_mean", "running_var"):
                 getattr(dst, name).data.copy_(getattr(bn, name)[channels])
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor]) -> None:
-    """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) on ``batches``."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    for x in batches:
-        model(x)
-    for bn in norms:
-        bn.momentum = 0.1
-    model.eval()
-
-
-def calibration_batches(data: Data, images: int = 256, batch_size: int = 64) -> list[Tensor]:
-    """The first ``images`` mini-train images (a fixed set, so every path is calibrated alike)."""
-    out, seen = [], 0
-    for x, _, _ in data.batches("mini_train", batch_size):
-        out.append(x)
-        seen += len(x)
-        if seen >= images:
-            break
-    return out
 
 
 @torch.no_grad()
