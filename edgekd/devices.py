@@ -63,6 +63,9 @@ class SshDevice(_Entry):
     """Regular expression on the command's output whose first group is the latency (median where it has one)."""
     unit: Literal["ms", "us", "s"] = "ms"
     timeout_s: Annotated[float, Field(gt=0)] = 300
+    trtexec: str = "trtexec"
+    """TensorRT's trtexec on the device (e.g. /usr/src/tensorrt/bin/trtexec on a Jetson): the ``tensorrt``
+    export formats build their engines there, since an engine only runs on the GPU that built it."""
 
 
 class AdbDevice(_Entry):

@@ -1,9 +1,13 @@
+import getpass
 import glob
 import os
 import pwd
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
@@ -11,7 +15,7 @@ os.environ.setdefault("EDGEKD_QUIET", "1")
 import pytest
 
 from edgekd.config import RunConfig, TrainConfig
-from edgekd.devices import LocalDevice, NamedDevice
+from edgekd.devices import LocalDevice, NamedDevice, SshDevice
 from edgekd.ort import has_provider
 
 
@@ -96,3 +100,70 @@ def postgres_url():
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real sshd on 127.0.0.1 accepting one key for the current user; yields (port, client key path)."""
+    if not os.path.exists(SSHD):
+        pytest.skip("sshd is not installed (.ci/run installs openssh-server)")
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None:
+            pytest.fail(f"sshd did not start: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    yield port, d / "client_key"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def board(sshd, tmp_path):
+    """Makes ssh device entries for the test sshd (``board(**changes)``); the board's files go to tmp_path/remote.
+
+    Its benchmark command is edgekd's ONNX Runtime benchmark in this venv."""
+    port, key = sshd
+
+    def make(**changes) -> NamedDevice:
+        fields = dict(
+            kind="ssh", host=f"{getpass.getuser()}@127.0.0.1", port=port, identity_file=str(key),
+            ssh_options=["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR"],
+            remote_dir=str(tmp_path / "remote"), warmup=2, repeats=10,
+            command=f"{sys.executable} -m edgekd.latency_models.ort_bench {{model}} --threads {{threads}} "
+                    f"--warmup {{warmup}} --repeats {{repeats}}",
+            pattern=r"median_ms=([0-9.]+)",
+        )
+        return NamedDevice(name="board", spec=SshDevice(**(fields | changes)))
+
+    return make

@@ -1,9 +1,10 @@
 """Export formats, registered by name: how to write the artifact and how to run it in its own runtime.
 
 An exporter is ``export(model, spec, out_dir, options) -> Path``. ``options`` carries ``opset``,
-``exporter`` (torchscript | dynamo), ``simplify`` and, for quantized formats, ``calibration`` (float32 NCHW
-training images, already normalized). Each format also opens its artifact as a ``Runner`` (float32 NCHW batch
-in, logits out) in its target runtime, which validation and ``edgekd verify`` use.
+``exporter`` (torchscript | dynamo), ``simplify``, the target ``device`` (a NamedDevice) and, for quantized
+formats, ``calibration`` (float32 NCHW training images, already normalized). Each format also opens its
+artifact on a device as a ``Runner`` (float32 NCHW batch in, logits out) in its target runtime, which
+validation and ``edgekd verify`` use.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from edgekd.devices import LocalDevice, NamedDevice
 from edgekd.errors import ConfigError
-from edgekd.ort import Provider, Runner
+from edgekd.ort import Runner, open_onnx
 from edgekd.pipeline.arch import ArchSpec
 
-__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "get_exporter", "get_format", "register_format"]
+__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "get_exporter", "get_format", "open_in_onnxruntime",
+           "register_format"]
 
 
 class Exporter(Protocol):
@@ -33,8 +36,8 @@ class Exporter(Protocol):
 class ExportFormat:
     name: str
     export: Exporter
-    open: Callable[[Path, int, Provider], Runner]
-    """(artifact, CPU threads, ONNX Runtime provider for ONNX artifacts) -> a runner in the format's runtime."""
+    open: Callable[[Path, NamedDevice], Runner]
+    """(artifact, target device) -> a runner in the format's runtime, where that runtime runs for the device."""
     runtime: Callable[[], str]
     """Name and version of that runtime, e.g. ``onnxruntime-1.32.0``."""
 
@@ -43,7 +46,7 @@ FORMATS: dict[str, ExportFormat] = {}
 _BUILTIN_MODULES = ("edgekd.exporters.onnx", "edgekd.exporters.onnx_int8", "edgekd.exporters.tensorrt")
 
 
-def register_format(name: str, open: Callable[[Path, int, Provider], Runner], runtime: Callable[[], str]):
+def register_format(name: str, open: Callable[[Path, NamedDevice], Runner], runtime: Callable[[], str]):
     """Decorator registering an exporter function as format ``name``."""
 
     def deco(fn: Exporter) -> Exporter:
@@ -65,3 +68,9 @@ def get_format(name: str) -> ExportFormat:
 def get_exporter(name: str) -> Exporter:
     """The exporter function of format ``name``."""
     return get_format(name).export
+
+
+def open_in_onnxruntime(path: Path, device: NamedDevice) -> Runner:
+    """An ONNX model in ONNX Runtime on this host, with the device's threads (and provider, for ``local`` ones)."""
+    d = device.spec
+    return open_onnx(path, d.threads, d.provider if isinstance(d, LocalDevice) else "cpu")

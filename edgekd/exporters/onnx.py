@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
-from edgekd.exporters import register_format
-from edgekd.ort import INPUT_NAME, OUTPUT_NAME, onnxruntime_version, open_onnx
+from edgekd.exporters import open_in_onnxruntime, register_format
+from edgekd.ort import INPUT_NAME, OUTPUT_NAME, onnxruntime_version
 from edgekd.pipeline.arch import ArchSpec
 
 DEFAULT_OPSET = 18
@@ -72,13 +72,13 @@ def fp32_onnx(model: nn.Module, spec: ArchSpec, path: Path, options: dict[str, A
     )
 
 
-@register_format("onnx", open_onnx, onnxruntime_version)
+@register_format("onnx", open_in_onnxruntime, onnxruntime_version)
 def onnx_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model.onnx``: fp32, opset ``options['opset']`` (default 18), dynamic batch axis, simplified."""
     return fp32_onnx(model, spec, out_dir / "model.onnx", options)
 
 
-@register_format("onnx-fp16", open_onnx, onnxruntime_version)
+@register_format("onnx-fp16", open_in_onnxruntime, onnxruntime_version)
 def onnx_fp16_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-fp16.onnx``: fp16 weights and compute, fp32 input and output (half the file size)."""
     return to_fp16(fp32_onnx(model, spec, out_dir / "model-fp16.onnx", options))

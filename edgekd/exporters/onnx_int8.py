@@ -34,9 +34,9 @@ from onnxruntime.quantization import (
 from torch import nn
 
 from edgekd.errors import ConfigError
-from edgekd.exporters import register_format
+from edgekd.exporters import open_in_onnxruntime, register_format
 from edgekd.exporters.onnx import fp32_onnx
-from edgekd.ort import INPUT_NAME, onnxruntime_version, open_onnx
+from edgekd.ort import INPUT_NAME, onnxruntime_version
 from edgekd.pipeline.arch import ArchSpec
 
 CALIBRATION_BATCH = 32
@@ -157,7 +157,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray,
     return out_path
 
 
-@register_format("onnx-int8", open_onnx, onnxruntime_version)
+@register_format("onnx-int8", open_in_onnxruntime, onnxruntime_version)
 def onnx_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-int8.onnx``: the fp32 export, statically quantized with ``options['calibration']``."""
     with tempfile.TemporaryDirectory(prefix="edgekd-int8-") as tmp:

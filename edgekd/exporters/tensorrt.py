@@ -2,10 +2,11 @@
 
 Written against TensorRT 10's Python API (extra ``tensorrt``; NVIDIA publishes the libraries on its own index
 only). An engine is only valid on the GPU model and TensorRT version it was built with, so it is built and run
-on the local NVIDIA GPU; the int8 engine is built from a QDQ model calibrated like ``onnx-int8`` (explicit
+on the local NVIDIA GPU, or, for an ``ssh`` device, on the board with its trtexec (edgekd.exporters.trtexec,
+which needs nothing of TensorRT here); the int8 engine is built from a QDQ model calibrated like ``onnx-int8`` (explicit
 quantization) but in TensorRT's symmetric signed-int8 scheme (``INT8_SCHEMES['tensorrt']``).
 Device buffers are torch CUDA tensors, so nothing beyond torch and TensorRT is needed. Without TensorRT or a
-GPU every entry point raises DeviceError naming what is missing.
+GPU every local entry point raises DeviceError naming what is missing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.devices import NamedDevice, SshDevice
 from edgekd.errors import DeviceError
 from edgekd.exporters import Runner, register_format
 from edgekd.exporters.onnx import fp32_onnx
 from edgekd.exporters.onnx_int8 import quantize_int8
+from edgekd.exporters.trtexec import Trtexec
 from edgekd.ort import INPUT_NAME, OUTPUT_NAME
 from edgekd.pipeline.arch import ArchSpec
 
@@ -75,8 +78,8 @@ def build_engine(onnx_path: Path, engine_path: Path, input_shape: tuple[int, ...
     return engine_path
 
 
-def open_engine(path: Path, threads: int = 1, provider: str = "cuda") -> Runner:
-    """A runner of the serialized engine at ``path`` on the local GPU (``threads`` and ``provider`` do not apply)."""
+def open_engine(path: Path) -> Runner:
+    """A runner of the serialized engine at ``path`` on the local GPU."""
     trt = require_tensorrt()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -103,30 +106,44 @@ def open_engine(path: Path, threads: int = 1, provider: str = "cuda") -> Runner:
     return run
 
 
+def board_of(device: NamedDevice | None) -> SshDevice | None:
+    """The ssh device whose trtexec builds and runs the engines, or None for the local GPU."""
+    return device.spec if device is not None and isinstance(device.spec, SshDevice) else None
+
+
+def open_engine_on(path: Path, device: NamedDevice) -> Runner:
+    """A runner of the engine at ``path`` on ``device``: the board's trtexec for ssh devices, else the local GPU."""
+    board = board_of(device)
+    return Trtexec(board).runner(path) if board else open_engine(path)
+
+
 def _engine(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any], precision: str) -> Path:
-    require_tensorrt()
+    board = board_of(options.get("device"))
+    if board is None:
+        require_tensorrt()
     suffix = "" if precision == "fp32" else f"-{precision}"
     with tempfile.TemporaryDirectory(prefix="edgekd-trt-") as tmp:
         onnx_path = fp32_onnx(model, spec, Path(tmp) / "model.onnx", options)
         if precision == "int8":
             onnx_path = quantize_int8(onnx_path, Path(tmp) / "model-int8.onnx", options.get("calibration"),
                                       runtime="tensorrt")
-        return build_engine(onnx_path, out_dir / f"model{suffix}.plan", spec.input_shape, precision)
+        build = Trtexec(board).build if board else build_engine
+        return build(onnx_path, out_dir / f"model{suffix}.plan", spec.input_shape, precision)
 
 
-@register_format("tensorrt", open_engine, tensorrt_version)
+@register_format("tensorrt", open_engine_on, tensorrt_version)
 def tensorrt_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
-    """``model.plan``: an fp32 TensorRT engine for the local GPU."""
+    """``model.plan``: an fp32 TensorRT engine for the local GPU (or the ssh device's)."""
     return _engine(model, spec, out_dir, options, "fp32")
 
 
-@register_format("tensorrt-fp16", open_engine, tensorrt_version)
+@register_format("tensorrt-fp16", open_engine_on, tensorrt_version)
 def tensorrt_fp16_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-fp16.plan``: an engine with fp16 kernels allowed."""
     return _engine(model, spec, out_dir, options, "fp16")
 
 
-@register_format("tensorrt-int8", open_engine, tensorrt_version)
+@register_format("tensorrt-int8", open_engine_on, tensorrt_version)
 def tensorrt_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-int8.plan``: an engine from the calibrated QDQ model (explicit int8 quantization)."""
     return _engine(model, spec, out_dir, options, "int8")

@@ -1,7 +1,8 @@
 """``ssh`` devices: a board reached with the system OpenSSH client (so ~/.ssh/config, keys and ProxyJump apply).
 
 The model is copied with scp, the entry's benchmark command runs there, and its output is parsed with the
-entry's pattern.
+entry's pattern. ``upload``/``download``/``ssh`` are also the transport of TensorRT engines built on the board
+(edgekd.exporters.trtexec).
 """
 
 from __future__ import annotations
@@ -50,13 +51,25 @@ class SshBackend:
     def ssh(self, command: str, what: str) -> str:
         return self._run(["ssh", *self._options("-p"), self.spec.host, command], what)
 
+    def upload(self, path: Path) -> str:
+        """Copy ``path`` into the device's remote_dir, named by its content hash; returns the remote path."""
+        s = self.spec
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        remote = f"{s.remote_dir.rstrip('/')}/{digest}{path.suffix}"
+        self.ssh(f"mkdir -p {shlex.quote(s.remote_dir)}", "creating the remote folder")
+        self._run(["scp", "-q", *self._options("-P"), str(path), f"{s.host}:{remote}"], f"copying {path.name}")
+        return remote
+
+    def download(self, remote: str, local: Path) -> Path:
+        """Copy the device's file ``remote`` to ``local``."""
+        self._run(["scp", "-q", *self._options("-P"), f"{self.spec.host}:{remote}", str(local)],
+                  f"fetching {remote}")
+        return local
+
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
         """Copy the model over, run the entry's command on it, parse its latency."""
         s = self.spec
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        remote = f"{s.remote_dir.rstrip('/')}/{digest}.onnx"
-        self.ssh(f"mkdir -p {shlex.quote(s.remote_dir)}", "creating the remote folder")
-        self._run(["scp", "-q", *self._options("-P"), str(path), f"{s.host}:{remote}"], "copying the model")
+        remote = self.upload(path)
         shape = "x".join(map(str, (s.batch_size, *input_shape)))
         command = s.command.format(model=shlex.quote(remote), warmup=s.warmup, repeats=s.repeats,
                                    threads=s.threads, batch=s.batch_size, shape=shape)

@@ -37,7 +37,7 @@ def export_student(ctx: RunContext, student: Student) -> dict[str, Path]:
     cfg = ctx.cfg.export
     formats = [get_format(name) for name in cfg.formats]  # unknown names fail before any work
     options = {
-        "opset": cfg.opset, "exporter": cfg.onnx_exporter, "simplify": cfg.simplify,
+        "opset": cfg.opset, "exporter": cfg.onnx_exporter, "simplify": cfg.simplify, "device": ctx.device,
         "calibration": calibration_images(ctx).numpy(),
     }
     out = ctx.stage_dir("export")

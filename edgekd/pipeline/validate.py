@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from edgekd.config import write_json
-from edgekd.devices import LocalDevice, NamedDevice
+from edgekd.devices import NamedDevice, SshDevice
 from edgekd.errors import ValidationFailed
 from edgekd.exporters import Runner, get_format
+from edgekd.exporters.trtexec import Trtexec
 from edgekd.latency_models.measured import backend_for
 from edgekd.latency_models.timing import time_runner
 from edgekd.pipeline.context import RunContext
@@ -72,15 +73,17 @@ def validate_artifact(
     """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
 
     ONNX files are timed by the device's own backend (fresh processes here, the board for ssh, the phone for
-    adb), as the search timed candidates; other artifacts, or ONNX files for a predictor device, are timed
-    in this process on this host (``latency_where`` says which).
+    adb), as the search timed candidates, and TensorRT engines of ssh devices by trtexec on the board; other
+    artifacts, or ONNX files for a predictor device, are timed in this process on this host
+    (``latency_where`` says which).
     """
     spec, d = get_format(fmt), device.spec
-    provider = d.provider if isinstance(d, LocalDevice) else "cpu"
-    run = spec.open(path, d.threads, provider)
+    run = spec.open(path, device)
     metrics = compare(run_batched(run, images), ref, labels)
     if path.suffix == ".onnx" and device.measurable:
         m, where = backend_for(device).measure_onnx(path, images.shape[1:]), device.name
+    elif path.suffix == ".plan" and isinstance(d, SshDevice):
+        m, where = Trtexec(d).measure(path, images.shape[1:]), device.name
     else:
         m = time_runner(run, images.shape[1:], d.warmup, d.repeats, d.threads, spec.runtime(), d.batch_size)
         where = "this host, in process"

@@ -1,6 +1,9 @@
 """Every export format runs in its own runtime and agrees with the PyTorch student it came from."""
 
+import json
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -9,16 +12,21 @@ import pytest
 import torch
 
 from edgekd.config import TrainConfig
+from edgekd.devices import LocalDevice, NamedDevice
 from edgekd.errors import ConfigError, DeviceError
 from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx
 from edgekd.exporters.onnx_int8 import int8_friendly, quantize_int8
 from edgekd.exporters.tensorrt import require_tensorrt
+from edgekd.exporters.trtexec import Trtexec, parse_outputs
 from edgekd.ort import open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.pipeline.data import load_data
 from edgekd.pipeline.kd import train
-from edgekd.pipeline.validate import compare, run_batched
+from edgekd.pipeline.validate import compare, run_batched, validate_artifact
+
+HOST = NamedDevice(name="host-cpu", spec=LocalDevice(threads=1))
+TRTEXEC = f"{sys.executable} {Path(__file__).with_name('trtexec_emulator.py')}"
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +50,10 @@ def trained():
     return model, spec, images, labels, ref, calibration
 
 
-def _export(fmt, trained, tmp_path, **options):
+def _export(fmt, trained, tmp_path, device=HOST, **options):
     model, spec, images, labels, ref, calibration = trained
-    path = get_format(fmt).export(model, spec, tmp_path, {"calibration": calibration, **options})
-    logits = run_batched(get_format(fmt).open(path, 1), images)
+    path = get_format(fmt).export(model, spec, tmp_path, {"calibration": calibration, "device": device, **options})
+    logits = run_batched(get_format(fmt).open(path, device), images)
     return path, logits, compare(logits, ref, labels)
 
 
@@ -190,3 +198,49 @@ def test_tensorrt_engine_runs_on_the_gpu_and_agrees(trained, tmp_path, fmt, max_
     if max_diff is not None:
         assert m["max_abs_logit_diff"] <= max_diff
     assert np.isfinite(m["max_abs_logit_diff"])
+
+
+@pytest.mark.parametrize("fmt, flags, min_agreement", [
+    ("tensorrt", ["--noTF32"], 1.0), ("tensorrt-fp16", ["--fp16"], 0.98), ("tensorrt-int8", ["--fp16", "--int8"], 0.9)])
+def test_engines_for_an_ssh_board_are_built_run_and_timed_there_with_trtexec(trained, board, tmp_path, fmt, flags,
+                                                                             min_agreement):
+    device = board(trtexec=TRTEXEC, repeats=20)
+    (tmp_path / "export").mkdir()
+    path, _, m = _export(fmt, trained, tmp_path / "export", device)
+    assert path.parent == tmp_path / "export" and path.suffix == ".plan"  # fetched back from the board
+    assert m["top1_agreement"] >= min_agreement and np.isfinite(m["max_abs_logit_diff"])
+    calls = [json.loads(line) for line in (tmp_path / "remote/trtexec-calls.log").read_text().splitlines()]
+    build, *runs = calls
+    assert build[0].endswith(".onnx") and all(f in build for f in flags) and "--skipInference" in build
+    assert {"--minShapes=input:1x3x12x12", "--maxShapes=input:256x3x12x12"} <= set(build)
+    assert [r[2] for r in runs] == [f"--shapes=input:{len(trained[2])}x3x12x12"]
+    timed = Trtexec(device.spec).measure(path, (3, 12, 12))
+    assert 0 < timed.p10_ms <= timed.median_ms <= timed.p90_ms and timed.repeats == 20
+    assert timed.runtime == "trtexec-tensorrt-0.0-emulator"
+
+
+def test_validation_on_an_ssh_board_runs_and_times_its_engine_there(trained, board, tmp_path):
+    _, _, images, labels, ref, _ = trained
+    device = board(trtexec=TRTEXEC)
+    path, *_ = _export("tensorrt", trained, tmp_path, device)
+    images, labels, ref = (np.concatenate([a] * 3) for a in (images, labels, ref))  # more than one engine batch
+    log = tmp_path / "remote/trtexec-calls.log"
+    before = len(log.read_text().splitlines())
+    report = validate_artifact("tensorrt", path, images, ref, labels, device)
+    assert report["latency_where"] == "board" and report["runtime"].startswith("trtexec-")
+    assert report["top1_agreement"] == 1.0 and report["max_abs_logit_diff"] <= 1e-4
+    shapes = [json.loads(line)[2] for line in log.read_text().splitlines()[before:]]
+    assert shapes[:2] == ["--shapes=input:256x3x12x12", f"--shapes=input:{len(labels) - 256}x3x12x12"]
+
+
+def test_a_board_without_trtexec_is_a_clear_error(trained, board, tmp_path):
+    model, spec, *_ = trained
+    device = board(trtexec="/opt/no-such/trtexec")
+    with pytest.raises(DeviceError, match=r"building a fp32 TensorRT engine with /opt/no-such/trtexec on .* failed"):
+        get_format("tensorrt").export(model, spec, tmp_path, {"device": device})
+
+
+@pytest.mark.parametrize("text", ["", "[]", '[{"name": "logits", "dimensions": "2x10", "values": [1.0]}]'])
+def test_unreadable_trtexec_outputs_are_a_clear_error(text):
+    with pytest.raises(DeviceError, match="trtexec's output file holds no readable 'logits' tensor"):
+        parse_outputs(text)
