@@ -78,16 +78,23 @@ class SshBackend:
         return Measurement(ms, ms, ms, s.repeats, s.threads, s.batch_size, self.runtime)
 
     def check(self) -> list[tuple[str, bool, str]]:
+        """Whether the board answers and has the entry's benchmark binary (and its trtexec, where the entry
+        names one)."""
         try:
             uname = self.ssh("uname -srm", "connecting").strip()
         except DeviceError as exc:
             return [("ssh", False, str(exc))]
-        tool = shlex.split(self.spec.command)[0]
+        tools = [("benchmark binary", self.spec.command)]
+        if "trtexec" in self.spec.model_fields_set:
+            tools.append(("trtexec", self.spec.trtexec))
+        return [("ssh", True, uname), *[(row, *self._find(shlex.split(command)[0])) for row, command in tools]]
+
+    def _find(self, tool: str) -> tuple[bool, str]:
         try:
             found = self.ssh(f"command -v {shlex.quote(tool)}", f"looking for {tool}").strip()
         except DeviceError:
             found = ""
-        return [("ssh", True, uname), ("benchmark binary", bool(found), found or f"{tool} not found on the device")]
+        return bool(found), found or f"{tool} not found on the device"
 
 
 def parse_latency(output: str, pattern: str, unit: str = "ms") -> float:

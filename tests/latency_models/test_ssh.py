@@ -39,6 +39,8 @@ def test_check_reports_the_board_and_its_benchmark_binary(board, tmp_path):
     assert rows[1][:2] == ("benchmark binary", True)
     missing = SshBackend(board(command="no-such-benchmark {model}").spec).check()
     assert missing[1][:2] == ("benchmark binary", False)
+    jetson = SshBackend(board(trtexec="/opt/no-such/trtexec").spec).check()
+    assert jetson[2] == ("trtexec", False, "/opt/no-such/trtexec not found on the device")
 
 
 def test_output_not_matching_the_pattern_is_a_clear_error(board, tmp_path, spec):
@@ -56,8 +58,8 @@ def test_an_unreachable_board_is_a_clear_error(board, free_port, tmp_path, spec)
 def test_devices_check_on_the_command_line(board, tmp_path):
     registry = tmp_path / "devices.yaml"
     registry.write_text(yaml.safe_dump({"devices": {
-        "board": board().spec.model_dump(),
-        "bare-board": board(command="no-such-benchmark {model}").spec.model_dump(),
+        "board": board().spec.model_dump(exclude_unset=True),
+        "bare-board": board(command="no-such-benchmark {model}").spec.model_dump(exclude_unset=True),
     }}))
     check = ["devices", "check", "--devices-file", str(registry)]
     assert CliRunner().invoke(app, [*check[:2], "board", *check[2:]]).exit_code == 0
