@@ -69,7 +69,8 @@ CONFIG_OPTIONS: list[Option] = [
 ]
 EXPORT_OPTIONS: list[Option] = [
     ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, tensorrt, "
-     "tensorrt-fp16, tensorrt-int8"),
+     "tensorrt-fp16, tensorrt-int8 (TensorRT engines: on this host's GPU, or with an ssh --device built and run "
+     "on the board by its trtexec)"),
     ("opset", "export.opset", int, "ONNX opset"),
     ("calibration_images", "export.calibration_images", int, "Training images calibrating int8 formats"),
     ("max_accuracy_drop", "export.max_accuracy_drop", dict, "FORMAT=POINTS: largest top-1 drop from PyTorch "
