@@ -24,11 +24,10 @@ from edgekd.errors import DeviceError
 from edgekd.exporters import Runner, register_format
 from edgekd.exporters.onnx import fp32_onnx
 from edgekd.exporters.onnx_int8 import quantize_int8
-from edgekd.exporters.trtexec import Trtexec
+from edgekd.exporters.trtexec import MAX_BATCH, Trtexec
 from edgekd.ort import INPUT_NAME, OUTPUT_NAME
 from edgekd.pipeline.arch import ArchSpec
 
-MAX_BATCH = 256
 WORKSPACE_BYTES = 1 << 30
 
 

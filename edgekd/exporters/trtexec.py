@@ -24,6 +24,7 @@ from edgekd.latency_models.ssh import SshBackend
 from edgekd.ort import INPUT_NAME, OUTPUT_NAME, Runner
 
 MAX_BATCH = 256
+"""Largest batch of every TensorRT engine edgekd builds (here or on a board); engines are optimized for 1."""
 PRECISION_FLAGS = {"fp32": ["--noTF32"], "fp16": ["--fp16"], "int8": ["--fp16", "--int8"]}
 """trtexec's builder flags per precision; int8 engines come from QDQ models and keep other layers in fp16."""
 LATENCY = re.compile(r"Latency: min = ([0-9.]+) ms, max = [0-9.]+ ms, mean = [0-9.]+ ms, median = ([0-9.]+) ms, "
