@@ -167,3 +167,9 @@ def board(sshd, tmp_path):
         return NamedDevice(name="board", spec=SshDevice(**(fields | changes)))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trtexec_emulator() -> str:
+    """Command line of the trtexec stand-in (tests/exporters/trtexec_emulator.py) for the test board."""
+    return f"{sys.executable} {Path(__file__).parent / 'exporters' / 'trtexec_emulator.py'}"

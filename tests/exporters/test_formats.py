@@ -1,9 +1,7 @@
 """Every export format runs in its own runtime and agrees with the PyTorch student it came from."""
 
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,7 +24,6 @@ from edgekd.pipeline.kd import train
 from edgekd.pipeline.validate import compare, run_batched, validate_artifact
 
 HOST = NamedDevice(name="host-cpu", spec=LocalDevice(threads=1))
-TRTEXEC = f"{sys.executable} {Path(__file__).with_name('trtexec_emulator.py')}"
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +199,9 @@ def test_tensorrt_engine_runs_on_the_gpu_and_agrees(trained, tmp_path, fmt, max_
 
 @pytest.mark.parametrize("fmt, flags, min_agreement", [
     ("tensorrt", ["--noTF32"], 1.0), ("tensorrt-fp16", ["--fp16"], 0.98), ("tensorrt-int8", ["--fp16", "--int8"], 0.9)])
-def test_engines_for_an_ssh_board_are_built_run_and_timed_there_with_trtexec(trained, board, tmp_path, fmt, flags,
-                                                                             min_agreement):
-    device = board(trtexec=TRTEXEC, repeats=20)
+def test_engines_for_an_ssh_board_are_built_run_and_timed_there_with_trtexec(trained, board, trtexec_emulator,
+                                                                             tmp_path, fmt, flags, min_agreement):
+    device = board(trtexec=trtexec_emulator, repeats=20)
     (tmp_path / "export").mkdir()
     path, _, m = _export(fmt, trained, tmp_path / "export", device)
     assert path.parent == tmp_path / "export" and path.suffix == ".plan"  # fetched back from the board
@@ -219,9 +216,9 @@ def test_engines_for_an_ssh_board_are_built_run_and_timed_there_with_trtexec(tra
     assert timed.runtime == "trtexec-tensorrt-0.0-emulator"
 
 
-def test_validation_on_an_ssh_board_runs_and_times_its_engine_there(trained, board, tmp_path):
+def test_validation_on_an_ssh_board_runs_and_times_its_engine_there(trained, board, trtexec_emulator, tmp_path):
     _, _, images, labels, ref, _ = trained
-    device = board(trtexec=TRTEXEC)
+    device = board(trtexec=trtexec_emulator)
     path, *_ = _export("tensorrt", trained, tmp_path, device)
     images, labels, ref = (np.concatenate([a] * 3) for a in (images, labels, ref))  # more than one engine batch
     log = tmp_path / "remote/trtexec-calls.log"

@@ -1,9 +1,11 @@
 """Search-free packaging from a checkpoint, its input checks, and validation limits through the CLI."""
 
 import json
+import tarfile
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from edgekd.cli import app
@@ -47,6 +49,29 @@ def test_a_checkpoint_is_exported_validated_packaged_and_verified_without_search
     assert report["formats"]["onnx"]["acc"] == report["pytorch"]["acc"] > 0.5
     bundle = run / "bundle" / "rel-0.1.0.tar.gz"
     assert runner.invoke(app, ["verify", str(bundle)]).exit_code == 0
+
+
+def test_a_release_for_an_ssh_board_holds_an_engine_built_there_and_verifies_on_it(tmp_path, checkpoint, board,
+                                                                                  trtexec_emulator):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(yaml.safe_dump({"devices": {
+        "jetson": board(trtexec=trtexec_emulator).spec.model_dump(exclude_unset=True)}}))
+    target = ["--device", "jetson", "--devices-file", str(devices)]
+    args = ["export", "--name", "rel", "--runs-dir", str(tmp_path / "runs"), *DATA, "--checkpoint", str(checkpoint),
+            "--formats", "onnx,tensorrt-fp16", *target]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "rel"
+    engine = json.loads((run / "validation/report.json").read_text())["formats"]["tensorrt-fp16"]
+    assert engine["file"] == "model-fp16.plan" and engine["latency_where"] == "jetson"
+    assert engine["top1_agreement"] >= 0.98
+    bundle = run / "bundle" / "rel-0.1.0.tar.gz"
+    with tarfile.open(bundle) as tar:
+        assert "rel-0.1.0/model-fp16.plan" in tar.getnames()
+    verified = tmp_path / "verify.json"
+    result = runner.invoke(app, ["verify", str(bundle), *target, "--report", str(verified)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(verified.read_text())["models"]["tensorrt-fp16"]["latency_where"] == "jetson"
 
 
 def test_a_state_dict_with_arch_json_beside_it_is_accepted(tmp_path, checkpoint):
