@@ -27,8 +27,10 @@ MAX_BATCH = 256
 """Largest batch of every TensorRT engine edgekd builds (here or on a board); engines are optimized for 1."""
 PRECISION_FLAGS = {"fp32": ["--noTF32"], "fp16": ["--fp16"], "int8": ["--fp16", "--int8"]}
 """trtexec's builder flags per precision; int8 engines come from QDQ models and keep other layers in fp16."""
-LATENCY = re.compile(r"Latency: min = ([0-9.]+) ms, max = [0-9.]+ ms, mean = [0-9.]+ ms, median = ([0-9.]+) ms, "
-                     r"percentile\(90%\) = ([0-9.]+) ms")
+LATENCY = re.compile(r"(?:\] |Host )Latency: min = ([0-9.]+) ms, max = [0-9.]+ ms, mean = [0-9.]+ ms, "
+                     r"median = ([0-9.]+) ms(?:, percentile\(90%\) = ([0-9.]+) ms)?")
+"""trtexec's end-to-end latency line ("[I] Latency: ...", "Host Latency" before TensorRT 8.2), not its H2D/D2H
+lines; percentile(90%) is missing from older versions' summaries."""
 VERSION = re.compile(r"TensorRT version: ([0-9][0-9A-Za-z.\-]*)")
 
 
@@ -82,15 +84,21 @@ class Trtexec:
         out = self._trtexec([f"--loadEngine={self.board.upload(engine_path)}",
                              f"--shapes={_shape(s.batch_size, input_shape)}", f"--iterations={s.repeats}",
                              "--duration=0"], "timing the TensorRT engine")
-        match = LATENCY.search(out)
-        if not match:
-            tail = " | ".join(out.strip().splitlines()[-3:])
-            raise DeviceError(f"trtexec printed no latency summary on {s.host}; its output ended with: {tail}")
+        low, median, p90 = parse_latency_summary(out, s.host)
         version = VERSION.search(out)
         runtime = f"trtexec-tensorrt-{version.group(1) if version else 'unknown'}"
-        median, p90 = float(match.group(2)), float(match.group(3))
-        # trtexec reports no 10th percentile; its minimum bounds the spread from below
-        return Measurement(median, float(match.group(1)), p90, s.repeats, 1, s.batch_size, runtime)
+        return Measurement(median, low, p90, s.repeats, 1, s.batch_size, runtime)
+
+
+def parse_latency_summary(output: str, host: str) -> tuple[float, float, float]:
+    """(min, median, 90th percentile) ms of trtexec's latency summary; trtexec reports no 10th percentile, so
+    its minimum stands for the low end of the spread, and the median for a 90th percentile it does not print."""
+    match = LATENCY.search(output)
+    if not match:
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        raise DeviceError(f"trtexec printed no latency summary on {host}; its output ended with: {tail}")
+    median = float(match.group(2))
+    return float(match.group(1)), median, float(match.group(3) or median)
 
 
 def parse_outputs(text: str) -> np.ndarray:

@@ -16,7 +16,7 @@ from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx
 from edgekd.exporters.onnx_int8 import int8_friendly, quantize_int8
 from edgekd.exporters.tensorrt import require_tensorrt
-from edgekd.exporters.trtexec import Trtexec, parse_outputs
+from edgekd.exporters.trtexec import Trtexec, parse_latency_summary, parse_outputs
 from edgekd.ort import open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.pipeline.data import load_data
@@ -241,3 +241,15 @@ def test_a_board_without_trtexec_is_a_clear_error(trained, board, tmp_path):
 def test_unreadable_trtexec_outputs_are_a_clear_error(text):
     with pytest.raises(DeviceError, match="trtexec's output file holds no readable 'logits' tensor"):
         parse_outputs(text)
+
+
+def test_the_latency_summary_is_read_from_trtexec_s_end_to_end_line_across_versions():
+    now = ("[11/23/2026-15:00:00] [I] H2D Latency: min = 0.01 ms, max = 0.02 ms, mean = 0.015 ms, median = 0.015 ms, "
+           "percentile(90%) = 0.018 ms, percentile(95%) = 0.019 ms, percentile(99%) = 0.02 ms\n"
+           "[11/23/2026-15:00:00] [I] Latency: min = 0.12 ms, max = 0.5 ms, mean = 0.14 ms, median = 0.13 ms, "
+           "percentile(90%) = 0.16 ms, percentile(95%) = 0.2 ms, percentile(99%) = 0.4 ms\n")
+    assert parse_latency_summary(now, "orin") == (0.12, 0.13, 0.16)
+    older = "[I] Host Latency: min = 0.3 ms, max = 0.9 ms, mean = 0.35 ms, median = 0.33 ms, percentile(99%) = 0.8 ms"
+    assert parse_latency_summary(older, "nano") == (0.3, 0.33, 0.33)
+    with pytest.raises(DeviceError, match="trtexec printed no latency summary on orin"):
+        parse_latency_summary("[E] Error[1]: engine deserialization failed", "orin")
