@@ -230,6 +230,13 @@ def test_validation_on_an_ssh_board_runs_and_times_its_engine_there(trained, boa
     assert shapes[:2] == ["--shapes=input:256x3x12x12", f"--shapes=input:{len(labels) - 256}x3x12x12"]
 
 
+def test_trtexec_s_own_error_reaches_the_user(trained, board, trtexec_emulator, tmp_path):
+    model, spec, *_ = trained
+    device = board(trtexec=f"{trtexec_emulator} --noSuchFlag", ssh_options=[*board().spec.ssh_options[:2]])
+    with pytest.raises(DeviceError, match=r"failed \(exit 1\): .*\[E\] Unknown option: --noSuchFlag"):
+        get_format("tensorrt").export(model, spec, tmp_path, {"device": device})
+
+
 def test_a_board_without_trtexec_is_a_clear_error(trained, board, tmp_path):
     model, spec, *_ = trained
     device = board(trtexec="/opt/no-such/trtexec")

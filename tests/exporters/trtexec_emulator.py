@@ -4,7 +4,8 @@ command line edgekd uses, with its output formats, computed by ONNX Runtime.
 TensorRT cannot be installed on the machines these tests run on, so this is what checks edgekd's side of the
 contract (the flags it passes, the files it ships and fetches, the outputs it parses); real trtexec is not
 exercised. An "engine" here is a header line (the precision flags it was built with) followed by the ONNX
-model. Every call appends its arguments to trtexec-calls.log beside the files it was given.
+model. Every call appends its arguments to trtexec-calls.log beside the files it was given. As with trtexec's
+logger, "[E]" errors go to stderr and everything else to stdout.
 """
 
 import argparse
