@@ -29,8 +29,8 @@ PRECISION_FLAGS = {"fp32": ["--noTF32"], "fp16": ["--fp16"], "int8": ["--fp16", 
 """trtexec's builder flags per precision; int8 engines come from QDQ models and keep other layers in fp16."""
 LATENCY = re.compile(r"(?:\] |Host )Latency: min = ([0-9.]+) ms, max = [0-9.]+ ms, mean = [0-9.]+ ms, "
                      r"median = ([0-9.]+) ms(?:, percentile\(90%\) = ([0-9.]+) ms)?")
-"""trtexec's end-to-end latency line ("[I] Latency: ...", "Host Latency" before TensorRT 8.2), not its H2D/D2H
-lines; percentile(90%) is missing from older versions' summaries."""
+"""trtexec's end-to-end latency line ("[I] Latency: ...", "Host Latency" in older versions), not its H2D/D2H
+lines; older versions' summaries may lack percentile(90%)."""
 VERSION = re.compile(r"TensorRT version: ([0-9][0-9A-Za-z.\-]*)")
 
 
