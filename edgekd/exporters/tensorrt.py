@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.devices import NamedDevice, SshDevice
+from edgekd.devices import NamedDevice
 from edgekd.errors import DeviceError
 from edgekd.exporters import Runner, register_format
 from edgekd.exporters.onnx import fp32_onnx
 from edgekd.exporters.onnx_int8 import quantize_int8
-from edgekd.exporters.trtexec import MAX_BATCH, Trtexec
+from edgekd.exporters.trtexec import MAX_BATCH, Trtexec, board_of
 from edgekd.ort import INPUT_NAME, OUTPUT_NAME
 from edgekd.pipeline.arch import ArchSpec
 
@@ -103,11 +103,6 @@ def open_engine(path: Path) -> Runner:
         return np.concatenate(outputs)
 
     return run
-
-
-def board_of(device: NamedDevice | None) -> SshDevice | None:
-    """The ssh device whose trtexec builds and runs the engines, or None for the local GPU."""
-    return device.spec if device is not None and isinstance(device.spec, SshDevice) else None
 
 
 def open_engine_on(path: Path, device: NamedDevice) -> Runner:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.devices import SshDevice
+from edgekd.devices import NamedDevice, SshDevice
 from edgekd.errors import DeviceError
 from edgekd.latency_models import Measurement
 from edgekd.latency_models.ssh import SshBackend
@@ -32,6 +32,11 @@ LATENCY = re.compile(r"(?:\] |Host )Latency: min = ([0-9.]+) ms, max = [0-9.]+ m
 """trtexec's end-to-end latency line ("[I] Latency: ...", "Host Latency" in older versions), not its H2D/D2H
 lines; older versions' summaries may lack percentile(90%)."""
 VERSION = re.compile(r"TensorRT version: ([0-9][0-9A-Za-z.\-]*)")
+
+
+def board_of(device: NamedDevice | None) -> SshDevice | None:
+    """The ssh device whose trtexec builds and runs TensorRT engines, or None (engines are for the local GPU)."""
+    return device.spec if device is not None and isinstance(device.spec, SshDevice) else None
 
 
 def _shape(batch: int, input_shape: tuple[int, ...]) -> str:

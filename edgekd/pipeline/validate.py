@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from edgekd.config import write_json
-from edgekd.devices import NamedDevice, SshDevice
+from edgekd.devices import NamedDevice
 from edgekd.errors import ValidationFailed
 from edgekd.exporters import Runner, get_format
-from edgekd.exporters.trtexec import Trtexec
+from edgekd.exporters.trtexec import Trtexec, board_of
 from edgekd.latency_models.measured import backend_for
 from edgekd.latency_models.timing import time_runner
 from edgekd.pipeline.context import RunContext
@@ -82,8 +82,8 @@ def validate_artifact(
     metrics = compare(run_batched(run, images), ref, labels)
     if path.suffix == ".onnx" and device.measurable:
         m, where = backend_for(device).measure_onnx(path, images.shape[1:]), device.name
-    elif path.suffix == ".plan" and isinstance(d, SshDevice):
-        m, where = Trtexec(d).measure(path, images.shape[1:]), device.name
+    elif path.suffix == ".plan" and (board := board_of(device)):
+        m, where = Trtexec(board).measure(path, images.shape[1:]), device.name
     else:
         m = time_runner(run, images.shape[1:], d.warmup, d.repeats, d.threads, spec.runtime(), d.batch_size)
         where = "this host, in process"
