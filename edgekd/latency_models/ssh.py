@@ -52,12 +52,20 @@ class SshBackend:
         return self._run(["ssh", *self._options("-p"), self.spec.host, command], what)
 
     def upload(self, path: Path) -> str:
-        """Copy ``path`` into the device's remote_dir, named by its content hash; returns the remote path."""
+        """Copy ``path`` into the device's remote_dir, named by its content hash; returns the remote path.
+
+        A file already there under that name is not copied again (an engine is validated, then timed); the copy
+        lands under a temporary name first, so an interrupted one never passes for the whole file.
+        """
         s = self.spec
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         remote = f"{s.remote_dir.rstrip('/')}/{digest}{path.suffix}"
-        self.ssh(f"mkdir -p {shlex.quote(s.remote_dir)}", "creating the remote folder")
-        self._run(["scp", "-q", *self._options("-P"), str(path), f"{s.host}:{remote}"], f"copying {path.name}")
+        quoted, partial = shlex.quote(remote), f"{remote}.partial"
+        present = self.ssh(f"mkdir -p {shlex.quote(s.remote_dir)} && if test -f {quoted}; then echo present; fi",
+                           "creating the remote folder")
+        if "present" not in present.split():
+            self._run(["scp", "-q", *self._options("-P"), str(path), f"{s.host}:{partial}"], f"copying {path.name}")
+            self.ssh(f"mv -f {shlex.quote(partial)} {quoted}", f"copying {path.name}")
         return remote
 
     def download(self, remote: str, local: Path) -> Path:

@@ -4,6 +4,7 @@ The "remote" side runs a real ONNX Runtime benchmark (edgekd's ort_bench in this
 """
 
 import random
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,6 +32,24 @@ def test_a_model_is_copied_benchmarked_remotely_parsed_and_cached(board, tmp_pat
     calls = []
     monkeypatch.setattr(SshBackend, "measure_onnx", lambda *a: calls.append(a))
     assert MeasuredLatency(device, tmp_path / "lat.sqlite").measure(spec) == m and not calls
+
+
+
+def test_a_file_already_on_the_board_is_not_copied_again_and_a_cut_copy_is_not_trusted(board, tmp_path):
+    backend = SshBackend(board().spec)
+    local = tmp_path / "engine.plan"
+    local.write_bytes(b"x" * 4096)
+    copies = []
+    run = backend._run
+    backend._run = lambda argv, what: copies.append(argv[0]) or run(argv, what)
+    remote = Path(backend.upload(local))
+    assert copies.count("scp") == 1 and remote.read_bytes() == local.read_bytes()
+    assert str(backend.upload(local)) == str(remote) and copies.count("scp") == 1
+
+    remote.unlink()
+    remote.with_name(remote.name + ".partial").write_bytes(b"x" * 100)  # a copy cut short
+    assert backend.upload(local) == str(remote) and remote.read_bytes() == local.read_bytes()
+    assert copies.count("scp") == 2 and not list(remote.parent.glob("*.partial"))
 
 
 def test_check_reports_the_board_and_its_benchmark_binary(board, tmp_path):

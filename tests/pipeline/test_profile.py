@@ -40,9 +40,12 @@ def test_profile_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "devices.yaml").write_text(
         "devices:\n  cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+    # The block table is profile_device's (above); here the command's wiring, without its 78 networks.
     result = CliRunner().invoke(app, ["profile", "--device", "cpu", "--archs", "12", "--heldout", "4",
-                                      "--data", "synthetic", "--resolution", "8", "--kind", "learned"])
+                                      "--data", "synthetic", "--resolution", "8", "--kind", "learned", "--no-blocks"])
     assert result.exit_code == 0, result.output
     assert load_predictor(tmp_path / "predictors" / "cpu-learned.json").kind == "learned"
-    bad = CliRunner().invoke(app, ["profile", "--device", "cpu", "--kind", "magic"])
-    assert bad.exit_code == 2
+    report = json.loads((tmp_path / "predictors" / "cpu-profile.json").read_text())
+    assert report["n_train"] == 12 and "blocks" not in report["predictors"]
+    for bad in (["--kind", "magic"], ["--kind", "blocks", "--no-blocks"]):
+        assert CliRunner().invoke(app, ["profile", "--device", "cpu", *bad]).exit_code == 2
