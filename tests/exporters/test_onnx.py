@@ -69,6 +69,20 @@ def test_registered_onnx_exporter_writes_a_checked_model_with_dynamic_batch(tmp_
     assert batch.dim_param and not batch.dim_value
 
 
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    spec = _one_block_net(BlockSpec(op="mbconv", kernel=3, expand=3, se_ratio=0.25, out_channels=8))
+    model = _trained_like(build(spec)).train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, spec.input_shape, tmp_path / "m.onnx")
+    assert not frozen.training and all(m.training for m in model.modules() if m is not frozen)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.randn(5, *spec.input_shape)
+    with torch.no_grad():  # the file holds the eval-mode network (running statistics), not the training one
+        assert (onnx_logits(tmp_path / "m.onnx", x) - model.eval()(x)).abs().max() <= 1e-4
+
+
 def test_dynamo_exporter_agrees_with_torchscript(tmp_path):
     spec = _one_block_net(BlockSpec(op="mbconv", kernel=5, expand=6, se_ratio=0.25, out_channels=8))
     model = _trained_like(build(spec))
