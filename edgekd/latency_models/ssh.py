@@ -11,6 +11,7 @@ import hashlib
 import re
 import shlex
 import subprocess
+import uuid
 from pathlib import Path
 
 from edgekd.devices import SshDevice
@@ -54,13 +55,14 @@ class SshBackend:
     def upload(self, path: Path) -> str:
         """Copy ``path`` into the device's remote_dir, named by its content hash; returns the remote path.
 
-        A file already there under that name is not copied again (an engine is validated, then timed); the copy
-        lands under a temporary name first, so an interrupted one never passes for the whole file.
+        A file already there under that name is not copied again (an engine is validated, then timed). Each copy
+        lands under a temporary name of its own first, so an interrupted one never passes for the whole file and
+        two processes copying the same file do not write into one.
         """
         s = self.spec
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         remote = f"{s.remote_dir.rstrip('/')}/{digest}{path.suffix}"
-        quoted, partial = shlex.quote(remote), f"{remote}.partial"
+        quoted, partial = shlex.quote(remote), f"{remote}.{uuid.uuid4().hex[:12]}.partial"
         present = self.ssh(f"mkdir -p {shlex.quote(s.remote_dir)} && if test -f {quoted}; then echo present; fi",
                            "creating the remote folder")
         if "present" not in present.split():

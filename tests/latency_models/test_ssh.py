@@ -47,9 +47,10 @@ def test_a_file_already_on_the_board_is_not_copied_again_and_a_cut_copy_is_not_t
     assert str(backend.upload(local)) == str(remote) and copies.count("scp") == 1
 
     remote.unlink()
-    remote.with_name(remote.name + ".partial").write_bytes(b"x" * 100)  # a copy cut short
+    cut = remote.with_name(remote.name + ".0123.partial")
+    cut.write_bytes(b"x" * 100)  # another process's copy, cut short
     assert backend.upload(local) == str(remote) and remote.read_bytes() == local.read_bytes()
-    assert copies.count("scp") == 2 and not list(remote.parent.glob("*.partial"))
+    assert copies.count("scp") == 2 and list(remote.parent.glob("*.partial")) == [cut]
 
 
 def test_check_reports_the_board_and_its_benchmark_binary(board, tmp_path):
