@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,7 +111,10 @@ def with_config_options(*groups: list[Option]) -> Callable[[Command], Command]:
     options = [o for group in groups for o in group]
 
     def deco(fn: Command) -> Command:
-        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "overrides"]
+        # The module's annotations are strings (PEP 563): resolved here, or typer would lose their Option help.
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
+               if p.name != "overrides"]
         extra = [
             inspect.Parameter(
                 param, inspect.Parameter.KEYWORD_ONLY, default=None,

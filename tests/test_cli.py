@@ -60,3 +60,15 @@ def test_help_lists_the_stages():
     assert result.exit_code == 0
     for command in ("run", "search", "distill", "export"):
         assert command in result.output
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import typer
+
+    def commands(group, path=()):
+        for name, cmd in group.commands.items():
+            yield from commands(cmd, (*path, name)) if hasattr(cmd, "commands") else [((*path, name), cmd)]
+
+    undocumented = [(" ".join(path), p.name) for path, cmd in commands(typer.main.get_command(app))
+                    for p in cmd.params if not getattr(p, "help", None) and p.name != "help"]
+    assert not undocumented
