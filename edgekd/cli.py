@@ -194,7 +194,8 @@ def ablate(
     runs: Annotated[list[str], typer.Argument(help="Names of finished searches (e.g. one with --reward-training kd, "
                                                    "one with ce) on the same data and teacher")],
     top: Annotated[int, typer.Option(help="Best students taken from each search")] = 3,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs [default: the run's distill epochs]")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help=escape("Training epochs [default: the run's distill epochs]"))] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """AKD's "searched by x trained by" table: each search's top students trained with hard labels and with KD."""
@@ -277,7 +278,8 @@ def verify(
 
 devices_app = typer.Typer(help="The device registry: list it, check a device.", invoke_without_command=True)
 app.add_typer(devices_app, name="devices")
-DevicesFile = Annotated[Path | None, typer.Option(help="devices.yaml to read [default: ./devices.yaml, else shipped]")]
+DevicesFile = Annotated[Path | None, typer.Option(
+    help=escape("devices.yaml to read [default: ./devices.yaml, else the shipped one]"))]
 
 
 @devices_app.callback()
@@ -320,7 +322,8 @@ def profile(
     kind: Annotated[str, typer.Option(help="Predictor to choose: flops | lut | learned | blocks")] = "lut",
     blocks: Annotated[bool, typer.Option(help="Also profile the block table in context (kind blocks)")] = True,
     data: Annotated[str, typer.Option(help="Data whose input shape the architectures take")] = "digits",
-    resolution: Annotated[int | None, typer.Option(help="Input resolution [default: the data's own]")] = None,
+    resolution: Annotated[int | None, typer.Option(
+        help=escape("Input resolution [default: the data's own]"))] = None,
     space: Annotated[str, typer.Option(help="Search space preset")] = "mnas",
     space_width: Annotated[float, typer.Option(help="Channel scale of the search space")] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed of the architecture sample")] = 0,

@@ -69,6 +69,13 @@ def test_every_option_of_every_command_says_what_it_does():
         for name, cmd in group.commands.items():
             yield from commands(cmd, (*path, name)) if hasattr(cmd, "commands") else [((*path, name), cmd)]
 
-    undocumented = [(" ".join(path), p.name) for path, cmd in commands(typer.main.get_command(app))
-                    for p in cmd.params if not getattr(p, "help", None) and p.name != "help"]
-    assert not undocumented
+    undocumented, unshown = [], []
+    for path, cmd in commands(typer.main.get_command(app)):
+        shown = " ".join(runner.invoke(app, [*path, "--help"], env={"COLUMNS": "3000"}).output.split())
+        for p in cmd.params:
+            text = " ".join((getattr(p, "help", None) or "").split()).replace("\\[", "[")
+            if not text and p.name != "help":
+                undocumented.append((" ".join(path), p.name))
+            elif text not in shown:  # e.g. "[default: ...]" taken for rich markup and dropped
+                unshown.append((" ".join(path), p.name, text))
+    assert not undocumented and not unshown
