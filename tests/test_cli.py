@@ -51,6 +51,9 @@ def test_stage_out_of_order_and_bad_input_are_one_line_errors(tmp_path):
     runs = str(tmp_path / "runs")
     result = runner.invoke(app, ["run", "--runs-dir", runs, "--data", "cifar10:/does/not/exist"])
     assert result.exit_code == 3 and "cifar10 folder not found" in result.output
+    # That attempt did no work, so its settings do not hold the run: a corrected path is taken.
+    result = runner.invoke(app, ["run", "--runs-dir", runs, "--data", "cifar10:/does/not/exist/either"])
+    assert result.exit_code == 3 and "exist/either" in result.output
     result = runner.invoke(app, ["run", "--runs-dir", runs, "--name", "x", "--kd-alpha", "2"])
     assert result.exit_code == 2 and "kd.alpha" in result.output
 
