@@ -165,15 +165,16 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The run's config: the saved one (if any) with ``overrides`` (dotted keys) applied, validated and saved.
 
-    An override that changes a saved setting (other than a CHANGEABLE one) is an error once the run holds work
-    (anything besides its config), which must keep the settings it was done with. Before that, as after a first
-    attempt that failed on a mistyped data path or device, any setting may still change.
+    An override that changes a saved setting (other than a CHANGEABLE one) is an error: a resumed run must keep
+    the settings its work was done with. A run that holds no work yet (nothing besides its config, as after a
+    first attempt refused for a mistyped data path or name) starts afresh from the defaults.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     path = config_path(run_dir)
-    saved = json.loads(path.read_text()) if path.is_file() else None
+    holds_work = path.is_file() and any(p != path for p in run_dir.iterdir())
+    saved = json.loads(path.read_text()) if holds_work else None
     base = _flatten(saved or RunConfig().model_dump(mode="json"))
-    if saved and any(p != path for p in run_dir.iterdir()):
+    if saved:
         changed = {k: (base.get(k), v) for k, v in overrides.items() if base.get(k) != v and not _changeable(k)}
         if changed:
             diffs = ", ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in changed.items())

@@ -79,7 +79,7 @@ def postgres_url():
     bindir = _postgres_bin()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (no initdb); .ci/run installs Debian's postgresql")
-    pytest.importorskip("psycopg2", reason="psycopg2 is missing: pip install -e '.[test]'")
+    pytest.importorskip("psycopg", reason="psycopg is missing: pip install -e '.[test]'")
     root = Path(tempfile.mkdtemp(prefix="edgekd-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -96,7 +96,7 @@ def postgres_url():
     subprocess.run([*pg_ctl, "-w", "-l", root / "server.log", "-o", f"-k {root} -c listen_addresses=''", "start"],
                    check=True, capture_output=True)
     try:
-        yield f"postgresql+psycopg2://edgekd@/postgres?host={root}"
+        yield f"postgresql://edgekd@/postgres?host={root}"  # the URL form the README gives
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

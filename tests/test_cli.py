@@ -54,6 +54,13 @@ def test_stage_out_of_order_and_bad_input_are_one_line_errors(tmp_path):
     # That attempt did no work, so its settings do not hold the run: a corrected path is taken.
     result = runner.invoke(app, ["run", "--runs-dir", runs, "--data", "cifar10:/does/not/exist/either"])
     assert result.exit_code == 3 and "exist/either" in result.output
+    for args, says in [(["--strategy", "foo"], "unknown search strategy 'foo'"),
+                       (["--space", "nope"], "unknown search space 'nope'"),
+                       (["--formats", "onnx,foo"], "unknown export format 'foo'"),
+                       (["--storage", "nosuchdb://x"], "study storage nosuchdb://x cannot be used")]:
+        result = runner.invoke(app, ["run", "--runs-dir", runs, "--name", "names", *args])
+        assert result.exit_code == 2 and says in result.output, result.output
+    assert [p.name for p in (tmp_path / "runs" / "names").iterdir()] == ["config.json"]  # refused before any work
     result = runner.invoke(app, ["run", "--runs-dir", runs, "--name", "x", "--kd-alpha", "2"])
     assert result.exit_code == 2 and "kd.alpha" in result.output
 

@@ -13,7 +13,7 @@ from edgekd.errors import ConfigError
 from edgekd.latency_models import LatencyModel, make_latency_model
 from edgekd.pipeline.data import Data, load_data
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.space import SearchSpace, make_space
+from edgekd.pipeline.space import SearchSpace, make_space, space_preset
 from edgekd.pipeline.teacher import Teacher, prepare_teacher
 
 STAGES = ("teacher", "search", "student", "export", "validation", "bundle")
@@ -72,11 +72,27 @@ class RunContext:
         return Reward(target, "latency_ms", s.reward)
 
 
+def check_names(cfg: RunConfig) -> None:
+    """ConfigError for an unknown search space, strategy or export format, or an unusable study storage, before
+    any stage spends minutes on a teacher."""
+    from edgekd.exporters import get_format
+    from edgekd.pipeline.search import check_storage
+    from edgekd.pipeline.strategies import strategy_factory
+
+    space_preset(cfg.search.space)
+    strategy_factory(cfg.search.strategy)
+    for name in cfg.export.formats:
+        get_format(name)
+    if cfg.search.storage:
+        check_storage(cfg.search.storage)
+
+
 def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
-    """Load the data and device of ``cfg``; the teacher is prepared when a stage first needs it."""
+    """Check ``cfg``'s names and load its data and device; the teacher is prepared when a stage first needs it."""
     run_dir = runs_root / cfg.name
     if not config_path(run_dir).is_file():  # the Python API skips resolve_config; a run always records its config
         write_json(config_path(run_dir), cfg.model_dump(mode="json"))
+    check_names(cfg)
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
     latency = make_latency_model(device, cache_dir() / "latency.sqlite")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
@@ -74,13 +75,34 @@ def storage_url(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
+def check_storage(url: str) -> None:
+    """ConfigError unless ``url`` names a database SQLAlchemy knows, with its driver installed (nothing connects)."""
+    try:
+        sqlalchemy.create_engine(url).dispose()
+    except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
+        hint = " (PostgreSQL: pip install 'edgekd[postgres]')" if isinstance(exc, ImportError) else ""
+        raise ConfigError(f"study storage {_shown(url)} cannot be used: {exc}{hint}") from None
+
+
+def _shown(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return repr(url)
+
+
 def open_storage(url: str) -> RDBStorage:
     """``url`` with heartbeats: a worker silent for GRACE_S has its trial failed and retried by the others."""
+    check_storage(url)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since Optuna 2.8
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=_retry())
+        try:
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=_retry())
+        except sqlalchemy.exc.OperationalError as exc:
+            raise ConfigError(f"study storage {_shown(url)} cannot be opened: {exc.orig}") from None
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:

@@ -32,11 +32,16 @@ def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]
     return deco
 
 
-def make_space(name: str, resolution: int, in_channels: int, num_classes: int, width: float = 1.0) -> SearchSpace:
-    """The preset ``name`` for inputs of ``in_channels`` x ``resolution``² and ``num_classes`` outputs."""
+def space_preset(name: str) -> Callable[..., SearchSpace]:
+    """The preset registered as ``name``; ConfigError naming the known ones otherwise."""
     if name not in SPACES:
         raise ConfigError(f"unknown search space {name!r}; available: {sorted(SPACES)}")
-    return SPACES[name](resolution=resolution, in_channels=in_channels, num_classes=num_classes, width=width)
+    return SPACES[name]
+
+
+def make_space(name: str, resolution: int, in_channels: int, num_classes: int, width: float = 1.0) -> SearchSpace:
+    """The preset ``name`` for inputs of ``in_channels`` x ``resolution``² and ``num_classes`` outputs."""
+    return space_preset(name)(resolution=resolution, in_channels=in_channels, num_classes=num_classes, width=width)
 
 
 class SearchSpace:

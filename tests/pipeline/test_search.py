@@ -13,7 +13,7 @@ from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.data import load_data
 from edgekd.pipeline.evaluator import KDProxyEvaluator
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.search import KD_ALPHAS, KD_TAUS, eval_key, pareto_front, search, storage_url
+from edgekd.pipeline.search import KD_ALPHAS, KD_TAUS, eval_key, open_storage, pareto_front, search, storage_url
 from edgekd.pipeline.space import RestrictedSpace, make_space
 
 
@@ -167,6 +167,12 @@ def test_bohb_search_prunes_candidates_between_epochs(setup):
     assert all(t["epochs"] == len(t["acc_curve"]) < 3 for t in pruned)
     assert all(t["epochs"] == 3 for t in trials if t["state"] == "complete")
     assert result.best["state"] == "complete"
+
+
+def test_a_storage_that_cannot_be_opened_is_a_clear_error_without_its_password(free_port):
+    with pytest.raises(ConfigError, match=r"postgresql://edgekd:\*\*\*@127\.0\.0\.1.*cannot be opened") as exc:
+        open_storage(f"postgresql://edgekd:secret@127.0.0.1:{free_port}/studies")
+    assert "secret" not in str(exc.value)
 
 
 def test_a_study_refuses_a_worker_with_other_settings(setup):

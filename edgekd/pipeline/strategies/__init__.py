@@ -42,10 +42,15 @@ def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]
     return deco
 
 
-def make_strategy(name: str, seed: int, max_epochs: int = 1) -> Strategy:
-    """The strategy ``name``, seeded with ``seed``, for candidates trained up to ``max_epochs`` epochs."""
+def strategy_factory(name: str) -> StrategyFactory:
+    """The factory registered as ``name``; ConfigError naming the known ones otherwise."""
     for module in BUILTIN:
         importlib.import_module(f"edgekd.pipeline.strategies.{module}")
     if name not in STRATEGIES:
         raise ConfigError(f"unknown search strategy {name!r}; available: {sorted(STRATEGIES)}")
-    return STRATEGIES[name](seed, max_epochs)
+    return STRATEGIES[name]
+
+
+def make_strategy(name: str, seed: int, max_epochs: int = 1) -> Strategy:
+    """The strategy ``name``, seeded with ``seed``, for candidates trained up to ``max_epochs`` epochs."""
+    return strategy_factory(name)(seed, max_epochs)
