@@ -72,6 +72,8 @@ def test_ablation_trains_each_search_s_top_students_with_hard_labels_and_with_kd
     result = runner.invoke(app, ["ablate", "akd", "other", "--runs-dir", runs])
     assert result.exit_code == 2 and "not comparable" in result.output
     assert runner.invoke(app, ["ablate", "akd", "--runs-dir", runs]).exit_code == 2
+    result = runner.invoke(app, ["ablate", "akd", "typo", "--runs-dir", runs])
+    assert result.exit_code == 6 and "no run at" in result.output and "typo" in result.output
 
 
 def _edgekd(*args, **kw):

@@ -99,12 +99,16 @@ def load_predictor(path: Path) -> Predictor:
     return Predictor(doc["kind"], doc["params"], doc.get("meta", {}))
 
 
+MIN_FIT = 10
+"""Fewest measured architectures a predictor is fitted on."""
+
+
 def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None) -> Predictor:
     """Fit a ``kind`` predictor on (architecture, measured latency in ms) pairs."""
     if kind not in KINDS:
         raise ConfigError(f"unknown predictor kind {kind!r}; expected one of {KINDS}")
-    if len(pairs) < 10:
-        raise ConfigError(f"fitting a predictor needs at least 10 measured architectures, got {len(pairs)}")
+    if len(pairs) < MIN_FIT:
+        raise ConfigError(f"fitting a predictor needs at least {MIN_FIT} measured architectures, got {len(pairs)}")
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     meta = {**(meta or {}), "fitted_on": len(pairs), "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from edgekd.config import KDConfig, RunConfig, read_json, write_json
+from edgekd.config import KDConfig, RunConfig, config_path, read_json, write_json
 from edgekd.errors import ConfigError, RunStateError
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext, open_run
@@ -45,7 +45,10 @@ def _label(cfg: RunConfig) -> str:
 def ablate(run_dirs: list[Path], out_dir: Path, top: int = 3, epochs: int | None = None) -> dict[str, Any]:
     """Train the ``top`` students of each run with hard labels and with distillation; writes ablation.json
     and ablation.md to ``out_dir`` and returns the table."""
-    cfgs = [RunConfig.model_validate(read_json(d / "config.json")) for d in run_dirs]
+    missing = [str(d) for d in run_dirs if not config_path(d).is_file()]
+    if missing:
+        raise RunStateError(f"no run at {', '.join(missing)}: give the names of finished searches in the runs folder")
+    cfgs = [RunConfig.model_validate(read_json(config_path(d))) for d in run_dirs]
     base = study_settings(cfgs[0])
     for d, cfg in zip(run_dirs[1:], cfgs[1:], strict=True):
         diffs = [k for k in SHARED if study_settings(cfg)[k] != base[k]]

@@ -20,6 +20,7 @@ from edgekd.errors import ConfigError, DeviceError
 from edgekd.latency_models.measured import MeasuredLatency, backend_for
 from edgekd.latency_models.predictors import (
     KINDS,
+    MIN_FIT,
     Predictor,
     block_table_archs,
     fit_block_table,
@@ -119,6 +120,9 @@ def profile_device(
 ) -> dict[str, Any]:
     """Measure random architectures (and, with ``blocks``, the block table in context), fit every kind, save
     each kind's file, write DEVICE-profile.json; returns the report."""
+    if n_train < MIN_FIT or n_heldout < 2:  # refused before minutes of measuring, not after
+        raise ConfigError(f"profiling needs at least {MIN_FIT} architectures to fit on and 2 held out, "
+                          f"got {n_train} and {n_heldout}")
     specs = sample_archs(space, n_train + n_heldout, seed)
     ms, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
     pairs = list(zip(specs, ms, strict=True))

@@ -49,3 +49,6 @@ def test_profile_command(tmp_path, monkeypatch):
     assert report["n_train"] == 12 and "blocks" not in report["predictors"]
     for bad in (["--kind", "magic"], ["--kind", "blocks", "--no-blocks"]):
         assert CliRunner().invoke(app, ["profile", "--device", "cpu", *bad]).exit_code == 2
+    for bad in (["--archs", "9"], ["--heldout", "1"]):
+        result = CliRunner().invoke(app, ["profile", "--device", "cpu", *bad])
+        assert result.exit_code == 2 and "profiling needs at least 10" in result.output  # before measuring
