@@ -8,6 +8,7 @@ they are fixed, so KD training looks them up instead of running the teacher each
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def _load_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"cannot read teacher file {path}: {exc}") from exc
+        raise DataError(f"cannot read teacher file {path} ({type(exc).__name__}: {exc}); expected TorchScript, "
+                        "an edgekd checkpoint or a state_dict") from exc
 
 
 def load_weights(model: nn.Module, state: dict, where: str) -> None:
@@ -82,7 +84,9 @@ def _checkpoint_teacher(path: Path) -> tuple[nn.Module, ArchSpec | None]:
     if not path.is_file():
         raise DataError(f"teacher checkpoint not found: {path} (expected train, torchvision:NAME or a file)")
     try:
-        return torch.jit.load(str(path), map_location="cpu"), None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, yet what many teachers are
+            return torch.jit.load(str(path), map_location="cpu"), None
     except RuntimeError:
         pass
     state = _load_file(path)
@@ -127,6 +131,7 @@ def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path) -> Teacher:
     _check_output(model, data, source)
     logits = predict_logits(model, data, "all")
     val_acc = evaluate(model, data, "val")
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(logits, logits_path)
     write_json(metrics_path, {"source": source, "val_acc": val_acc, "arch_id": arch.id if arch else None})
     return Teacher(model, source, val_acc, logits, arch)
@@ -138,7 +143,8 @@ def _check_output(model: nn.Module, data: Data, source: str) -> None:
         with torch.no_grad():
             out = model(x)
     except RuntimeError as exc:
-        raise DataError(f"teacher {source} cannot take input of shape {tuple(x.shape)}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[-1]  # TorchScript puts its code traceback before the error
+        raise DataError(f"teacher {source} cannot take input of shape {tuple(x.shape)}: {reason}") from exc
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise DataError(f"teacher {source} outputs shape {tuple(out.shape)}; {data.num_classes} classes needed")
 
