@@ -20,7 +20,7 @@ def test_shipped_registry_has_the_host_cpu():
         ("devices:\n  ph:\n    kind: adb\n    tool: perf\n    binary: /b\n", r"device 'ph', field 'tool'"),
         ("devices:\n  p:\n    kind: predictor\n", r"device 'p', field 'file': Field required"),
         ("devices:\n  g:\n    kind: tensorrt\n    precision: int4\n", r"device 'g', field 'precision'"),
-        ("devices: [\n", r"not valid YAML"),
+        ("devices: [\n", r"not valid YAML \(line 2, column 1\): expected the node content"),
     ],
 )
 def test_schema_errors_name_file_device_and_field(tmp_path, body, message):
