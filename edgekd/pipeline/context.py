@@ -10,10 +10,13 @@ from pathlib import Path
 from edgekd.config import RunConfig, config_path, read_json, write_json
 from edgekd.devices import NamedDevice, get_device
 from edgekd.errors import ConfigError
+from edgekd.exporters import get_format
 from edgekd.latency_models import LatencyModel, make_latency_model
 from edgekd.pipeline.data import Data, load_data
 from edgekd.pipeline.reward import Reward
+from edgekd.pipeline.search import check_storage
 from edgekd.pipeline.space import SearchSpace, make_space, space_preset
+from edgekd.pipeline.strategies import strategy_factory
 from edgekd.pipeline.teacher import Teacher, prepare_teacher
 
 STAGES = ("teacher", "search", "student", "export", "validation", "bundle")
@@ -75,10 +78,6 @@ class RunContext:
 def check_names(cfg: RunConfig) -> None:
     """ConfigError for an unknown search space, strategy or export format, or an unusable study storage, before
     any stage spends minutes on a teacher."""
-    from edgekd.exporters import get_format
-    from edgekd.pipeline.search import check_storage
-    from edgekd.pipeline.strategies import strategy_factory
-
     space_preset(cfg.search.space)
     strategy_factory(cfg.search.strategy)
     for name in cfg.export.formats:
