@@ -25,6 +25,8 @@ from edgekd.pipeline.validate import EXACT_FORMATS, check_format, validate_artif
 
 
 def _extract(bundle: Path, into: Path) -> Path:
+    if bundle.is_dir():
+        raise BundleError(f"{bundle} is a folder; give the NAME-VERSION.tar.gz bundle that `edgekd export` made")
     if not bundle.is_file():
         raise BundleError(f"bundle not found: {bundle}")
     try:

@@ -129,5 +129,7 @@ def test_cli_exit_codes_gate_ci(bundle, tmp_path):
     (folder / "labels.json").write_text("[]")
     result = runner.invoke(app, ["verify", str(_repack(folder, tmp_path / "t.tar.gz"))])
     assert result.exit_code == 7 and "checksum mismatch for labels.json" in result.output
+    result = runner.invoke(app, ["verify", str(folder)])  # the unpacked folder instead of the bundle
+    assert result.exit_code == 7 and "is a folder; give the NAME-VERSION.tar.gz" in result.output
     result = runner.invoke(app, ["verify", str(bundle), "--max-latency-drift", "1e-9"])
     assert result.exit_code == 5 and "drifts" in result.output  # same device as the bundle: drift is checked
