@@ -121,12 +121,9 @@ def load_data(
     x_tr, y_tr, x_val, y_val, meta = SOURCES[name](path, resolution)
     if x_val is None:
         # The held-out split does not move with the run's seed, so final figures of runs compare.
-        x_tr, x_val, y_tr, y_val = train_test_split(
-            x_tr, y_tr, test_size=val_fraction, random_state=0, stratify=_stratify_or_none(y_tr)
-        )
-    mini_train, mini_val = train_test_split(
-        np.arange(len(y_tr)), test_size=mini_val_fraction, random_state=seed, stratify=_stratify_or_none(y_tr)
-    )
+        keep, held = _split(y_tr, val_fraction, 0, spec)
+        x_tr, x_val, y_tr, y_val = x_tr[keep], x_tr[held], y_tr[keep], y_tr[held]
+    mini_train, mini_val = _split(y_tr, mini_val_fraction, seed, spec)
     n_tr = len(y_tr)
     images = torch.from_numpy(np.ascontiguousarray(np.concatenate([x_tr, x_val])))
     labels = torch.from_numpy(np.concatenate([y_tr, y_val]).astype(np.int64))
@@ -140,8 +137,18 @@ def load_data(
     return Data(name=spec, images=images, labels=labels, splits=splits, **meta)
 
 
-def _stratify_or_none(y: np.ndarray) -> np.ndarray | None:
-    return y if np.bincount(y).min() >= 2 else None
+def _split(y: np.ndarray, fraction: float, seed: int, spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a (1 - fraction, fraction) split of the images labelled ``y``, stratified where every class
+    has images enough to be on both sides."""
+    index = np.arange(len(y))
+    try:
+        return train_test_split(index, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError:
+        try:
+            return train_test_split(index, test_size=fraction, random_state=seed)
+        except ValueError:
+            raise DataError(f"{spec}: too few images ({len(y)}) to split into training, mini-val and "
+                            "held-out images") from None
 
 
 def _resize(x: np.ndarray, resolution: int | None) -> np.ndarray:

@@ -84,6 +84,17 @@ def test_imagefolder_errors(tmp_path):
         load_data(f"imagefolder:{tmp_path / 'broken'}")
 
 
+def test_a_small_tree_is_split_without_stratification_and_a_tiny_one_is_a_clear_error(tmp_path):
+    _write_tree(tmp_path / "small", per_class=2)  # 6 images: 1 held out cannot hold all 3 classes
+    data = load_data(f"imagefolder:{tmp_path / 'small'}")
+    parts = [set(data.index(s).tolist()) for s in ("mini_train", "mini_val", "val")]
+    assert all(parts) and not (parts[0] & parts[1]) and len(set().union(*parts)) == 6
+    (tmp_path / "tiny" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiny" / "a" / "0.png")
+    with pytest.raises(DataError, match=r"too few images \(1\) to split"):
+        load_data(f"imagefolder:{tmp_path / 'tiny'}")
+
+
 def test_splits_are_deterministic_disjoint_and_stratified():
     a, b = load_data("digits", seed=3), load_data("digits", seed=3)
     for split in ("mini_train", "mini_val", "val"):
