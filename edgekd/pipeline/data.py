@@ -206,6 +206,8 @@ def _cifar10(path: str, resolution: int | None):
     if not path or not root.is_dir():
         raise DataError(f"cifar10 folder not found: {path!r}; pass cifar10:PATH to an extracted cifar-10-batches-py")
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    if not (root / names[0]).is_file() and (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"  # the folder the release archive was extracted into
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
         raise DataError(f"{root} is not a cifar-10-batches-py folder: missing {', '.join(missing)}")

@@ -33,6 +33,8 @@ def test_cifar10_reader_uses_train_batches_and_test_batch(tmp_path):
     assert len(data.index("train")) == 100 and len(data.index("val")) == 20
     assert len(data.index("mini_val")) == 20 and len(data.index("mini_train")) == 80
     assert torch.equal(data.images[:, 0, 0, 0].long(), data.labels)
+    parent = load_data(f"cifar10:{tmp_path}", mini_val_fraction=0.2)  # where the archive was extracted
+    assert torch.equal(parent.images, data.images) and parent.source_note == data.source_note
 
 
 def test_cifar10_errors_name_what_is_missing(tmp_path):
