@@ -140,15 +140,12 @@ def load_data(
 def _split(y: np.ndarray, fraction: float, seed: int, spec: str) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a (1 - fraction, fraction) split of the images labelled ``y``, stratified where every class
     has images enough to be on both sides."""
-    index = np.arange(len(y))
-    try:
-        return train_test_split(index, test_size=fraction, random_state=seed, stratify=y)
-    except ValueError:
+    for stratify in (y, None):
         try:
-            return train_test_split(index, test_size=fraction, random_state=seed)
+            return train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
         except ValueError:
-            raise DataError(f"{spec}: too few images ({len(y)}) to split into training, mini-val and "
-                            "held-out images") from None
+            continue
+    raise DataError(f"{spec}: too few images ({len(y)}) to split into training, mini-val and held-out images")
 
 
 def _resize(x: np.ndarray, resolution: int | None) -> np.ndarray:
