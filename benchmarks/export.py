@@ -28,7 +28,7 @@ WARMUP, REPEATS = 20, 200
 def quickstart_student(run: Path | None):
     """(student model, data) of a finished default run, running one first if ``run`` is None."""
     from edgekd.config import RunConfig, read_json
-    from edgekd.pipeline.data import load_data
+    from edgekd.data import load_data
     from edgekd.pipeline.distill import load_student
     from edgekd.pipeline.run import run_all
 
@@ -46,8 +46,8 @@ def mobilenet_student(epochs: int):
     import torchvision
 
     from edgekd.config import TrainConfig
-    from edgekd.pipeline.data import load_data
-    from edgekd.pipeline.kd import train
+    from edgekd.data import load_data
+    from edgekd.train import train
 
     data = load_data("digits", resolution=32)
     torch.manual_seed(0)

@@ -35,6 +35,8 @@ CONFIG_OPTIONS: list[Option] = [
     ("data", "data", str, "digits | synthetic | cifar10:PATH | imagefolder:PATH"),
     ("resolution", "resolution", int, "Input resolution (images are resized) [default: the source's own]"),
     ("seed", "seed", int, "Seed of splits, sampling and training"),
+    ("augment", "augment", str, "Training augmentation: none | standard (random-resized crop + flip at 64 px and "
+     "above, pad-crop + flip below; the teacher then runs on every augmented batch)"),
     ("teacher", "teacher", str, "train | torchvision:NAME | PATH to an edgekd or TorchScript checkpoint"),
     ("teacher_weights", "teacher_weights", str, "Local state_dict for a torchvision:NAME teacher"),
     ("teacher_epochs", "teacher_train.epochs", int, "Epochs for a teacher trained on the spot"),
@@ -67,6 +69,21 @@ CONFIG_OPTIONS: list[Option] = [
     ("kd_tau", "kd.tau", float, "KD temperature (AKD: 1)"),
     ("kd_alpha", "kd.alpha", float, "KD weight alpha, 0 = hard labels only (AKD: 0.9)"),
     ("distill_epochs", "distill.epochs", int, "Epochs of the final distillation"),
+    ("batch_size", "distill.batch_size", int, "Global batch of the final distillation (split among torchrun's "
+     "processes)"),
+]
+RUNTIME_OPTIONS: list[Option] = [
+    ("train_device", "runtime.train_device", str, "Where training runs: auto (a CUDA GPU, else Apple MPS, else the "
+     "CPU) | cpu | cuda | mps; a GPU asked for and missing is an error"),
+    ("amp", "runtime.amp", bool, "Mixed precision on CUDA: bf16 where the GPU has it, else fp16 with a loss scaler"),
+    ("workers", "runtime.workers", int, "DataLoader processes decoding and augmenting images [default: 0 for "
+     "in-memory data, else min(4, cores)]"),
+    ("threads", "runtime.threads", int, "torch CPU threads [default: the cores this process may use, split "
+     "among torchrun's processes and --jobs workers]"),
+    ("checkpoint_steps", "runtime.checkpoint_steps", int, "Also save the training state every N steps inside "
+     "an epoch"),
+    ("checkpoint_minutes", "runtime.checkpoint_minutes", float, "Also save the training state inside an epoch "
+     "every M minutes"),
 ]
 EXPORT_OPTIONS: list[Option] = [
     ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, tensorrt, "
@@ -167,7 +184,7 @@ def _context(name: str, runs_dir: Path, overrides: dict[str, Any]):
 
 @app.command()
 @handles_errors
-@with_config_options(CONFIG_OPTIONS, EXPORT_OPTIONS)
+@with_config_options(CONFIG_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
 def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""
     from edgekd.pipeline.run import run_all
@@ -180,7 +197,7 @@ def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir 
 
 @app.command()
 @handles_errors
-@with_config_options(CONFIG_OPTIONS)
+@with_config_options(CONFIG_OPTIONS, RUNTIME_OPTIONS)
 def search(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """KD-guided architecture search (resumable: the same command continues an interrupted search)."""
     from edgekd.pipeline.run import run_search
@@ -214,11 +231,14 @@ def ablate(
 
 @app.command()
 @handles_errors
-def distill(name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
-    """Distill the best searched architecture from the teacher (resumable per epoch)."""
+@with_config_options(RUNTIME_OPTIONS)
+def distill(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+    """Distill the best searched architecture from the teacher (resumable per epoch, and inside long epochs).
+
+    Data-parallel on several GPUs or processes: torchrun --nproc-per-node N -m edgekd distill --name NAME."""
     from edgekd.pipeline.run import run_distill
 
-    run_distill(_context(name, runs_dir, {}))
+    run_distill(_context(name, runs_dir, overrides))
 
 
 @app.command()
@@ -330,11 +350,11 @@ def profile(
     out: Annotated[Path, typer.Option(help="Folder for the predictor files and the report")] = Path("predictors"),
 ) -> None:
     """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
+    from edgekd.data import load_data
     from edgekd.devices import get_device
     from edgekd.latency_models.measured import MeasuredLatency
     from edgekd.latency_models.predictors import ALL_KINDS
     from edgekd.pipeline.context import cache_dir
-    from edgekd.pipeline.data import load_data
     from edgekd.pipeline.profile import profile_device
     from edgekd.pipeline.space import make_space
     from edgekd.ui import summary

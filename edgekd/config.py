@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -108,6 +109,24 @@ class ExportConfig(_Model):
         return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
 
 
+class RuntimeConfig(_Model):
+    """Where and how training runs. These settings may change between calls on one run (another machine, more
+    workers); a seeded run gives the same results on the same kind of device."""
+
+    train_device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """auto: a CUDA GPU, else Apple's MPS, else the CPU; a named GPU that is missing is an error."""
+    amp: bool = True
+    """Mixed precision on CUDA (bf16 where supported, else fp16 with a loss scaler)."""
+    workers: Annotated[int, Field(ge=0, le=64)] | None = None
+    """DataLoader worker processes; None: 0 for in-memory data, else min(4, usable cores)."""
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """torch's CPU threads; None: the cores this process may use (split among torchrun's local processes)."""
+    checkpoint_steps: Annotated[int, Field(ge=1)] | None = None
+    """Also save the training state every N steps inside an epoch."""
+    checkpoint_minutes: Annotated[float, Field(gt=0)] | None = 10.0
+    """Also save the training state inside an epoch when this many minutes passed since the last save."""
+
+
 class RunConfig(_Model):
     """Everything a run needs; ``edgekd run`` with no arguments uses these defaults (the embedded digits task)."""
 
@@ -117,6 +136,9 @@ class RunConfig(_Model):
     mini_val_fraction: Fraction = 0.2
     val_fraction: Fraction = 0.2
     seed: int = 0
+    augment: Literal["none", "standard"] = "none"
+    """Training augmentation: standard = random-resized crop + flip at 64 px and above, pad-crop + flip below
+    (the teacher then runs on every augmented batch instead of from cached logits)."""
     teacher: str = "train"
     teacher_weights: str | None = None
     teacher_train: TrainConfig = TrainConfig(epochs=12)
@@ -126,13 +148,14 @@ class RunConfig(_Model):
     search: SearchConfig = SearchConfig()
     distill: TrainConfig = TrainConfig(epochs=25)
     export: ExportConfig = ExportConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     version: str = "0.1.0"
 
 
 # Settings that may differ from a run's saved config without starting a new run: more trials only extend the
-# search, more or fewer worker processes only change its speed, and export settings only shape what
-# `edgekd export` writes from the finished student.
-CHANGEABLE = ("search.trials", "search.jobs", "export.", "version")
+# search, more or fewer worker processes and the training runtime only change its speed, and export settings
+# only shape what `edgekd export` writes from the finished student.
+CHANGEABLE = ("search.trials", "search.jobs", "export.", "runtime.", "version")
 
 
 def _changeable(key: str) -> bool:
@@ -192,7 +215,7 @@ def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (a crash never leaves a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # its own name: torchrun's ranks may write together
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 

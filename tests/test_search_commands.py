@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.pipeline import ablate as ablate_module
-from edgekd.pipeline.kd import train as real_train
+from edgekd.train import train as real_train
 
 runner = CliRunner()
 BASE = ["--data", "synthetic", "--resolution", "8", "--teacher-epochs", "2", "--proxy-epochs", "1",

@@ -17,8 +17,8 @@ from edgekd.config import KDConfig, RunConfig, config_path, read_json, write_jso
 from edgekd.errors import ConfigError, RunStateError
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext, open_run
-from edgekd.pipeline.kd import train
 from edgekd.pipeline.search import study_settings
+from edgekd.train import evaluate, train
 from edgekd.ui import progress
 
 SHARED = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights")
@@ -87,8 +87,9 @@ def _train(ctx: RunContext, run_dir: Path, cfg: RunConfig, trial: dict[str, Any]
     train_cfg = ctx.cfg.distill.model_copy(update={"epochs": epochs}) if epochs else ctx.cfg.distill
     torch.manual_seed(ctx.cfg.seed)
     model = build(spec)
-    history = train(model, ctx.data, train_cfg, kd, ctx.teacher.logits if kd.alpha > 0 else None,
-                    train_split="train", eval_split="val", seed=ctx.cfg.seed)
+    rt = ctx.runtime
+    history = train(model, ctx.data, train_cfg, kd, ctx.teacher_signal if kd.alpha > 0 else None, seed=ctx.cfg.seed,
+                    evaluate=lambda m: evaluate(m, ctx.data, "val", rt.dist, rt.workers), runtime=rt)
     return {"run": run_dir.name, "trial": trial["trial"], "arch_id": spec.id, "training": training,
             "kd": kd.model_dump(), "val_acc": history[-1].eval_acc, "latency_ms": trial["latency_ms"],
             "search_reward": trial["reward"]}

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from edgekd.config import RunConfig, config_path, read_json, write_json
+from edgekd.data import Data, load_data
 from edgekd.devices import NamedDevice, get_device
 from edgekd.errors import ConfigError
 from edgekd.exporters import get_format
 from edgekd.latency_models import LatencyModel, make_latency_model
-from edgekd.pipeline.data import Data, load_data
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import check_storage
 from edgekd.pipeline.space import SearchSpace, make_space, space_preset
 from edgekd.pipeline.strategies import strategy_factory
 from edgekd.pipeline.teacher import Teacher, prepare_teacher
+from edgekd.train import (
+    LOCAL,
+    CachedLogits,
+    FrozenTeacher,
+    Runtime,
+    TeacherSignal,
+    distributed,
+    resolve_device,
+    set_threads,
+)
+from edgekd.train.devices import usable_cores
+from edgekd.ui import console
 
 STAGES = ("teacher", "search", "student", "export", "validation", "bundle")
 
@@ -34,6 +47,8 @@ class RunContext:
     data: Data
     device: NamedDevice
     latency: LatencyModel
+    runtime: Runtime = LOCAL
+    """Where this process trains (device, precision, torchrun rank, loader workers, augmentation)."""
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -41,7 +56,15 @@ class RunContext:
     @cached_property
     def teacher(self) -> Teacher:
         """The run's teacher, loaded (or trained, the first time) on first use."""
-        return prepare_teacher(self.cfg, self.data, self.stage_dir("teacher"))
+        return prepare_teacher(self.cfg, self.data, self.stage_dir("teacher"), self.runtime)
+
+    @cached_property
+    def teacher_signal(self) -> TeacherSignal:
+        """What students learn from: the teacher's cached logits, or (with augmentation) the teacher itself run on
+        every batch (a copy, so that the run's teacher stays on the CPU for latency measurement)."""
+        if self.teacher.logits is not None:
+            return CachedLogits(self.teacher.logits)
+        return FrozenTeacher(copy.deepcopy(self.teacher.model))
 
     @property
     def has_teacher(self) -> bool:
@@ -86,8 +109,24 @@ def check_names(cfg: RunConfig) -> None:
         check_storage(cfg.search.storage)
 
 
-def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
-    """Check ``cfg``'s names and load its data and device; the teacher is prepared when a stage first needs it."""
+def training_runtime(cfg: RunConfig, data: Data, worker: int | None = None) -> Runtime:
+    """The runtime ``cfg`` asks for: the training device, the torchrun process group when launched by torchrun,
+    torch's CPU threads and the loader workers for ``data``. ``worker`` (a ``--jobs`` search process) gets its
+    share of the CPU threads and, on a host with several GPUs, a GPU of its own."""
+    r = cfg.runtime
+    device = resolve_device(r.train_device, r.amp, worker)
+    dist = distributed.setup(device.kind)
+    if dist.active:
+        device = resolve_device(device.kind, r.amp, dist.local_rank)
+        console.quiet = console.quiet or not dist.main
+    set_threads(r.threads, share=cfg.search.jobs if worker is not None else dist.local_world)
+    workers = r.workers if r.workers is not None else 0 if data.source.in_memory else min(4, usable_cores())
+    return Runtime(device, dist, workers, cfg.augment, r.checkpoint_steps, r.checkpoint_minutes)
+
+
+def open_run(cfg: RunConfig, runs_root: Path, worker: int | None = None) -> RunContext:
+    """Check ``cfg``'s names and load its data, device and training runtime (``worker``: which process of a
+    ``--jobs`` search this is); the teacher is prepared when a stage first needs it."""
     check_names(cfg)
     run_dir = runs_root / cfg.name
     if not config_path(run_dir).is_file():  # the Python API skips resolve_config; a run always records its config
@@ -95,4 +134,4 @@ def open_run(cfg: RunConfig, runs_root: Path) -> RunContext:
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
     latency = make_latency_model(device, cache_dir() / "latency.sqlite")
-    return RunContext(cfg, run_dir, data, device, latency)
+    return RunContext(cfg, run_dir, data, device, latency, training_runtime(cfg, data, worker))

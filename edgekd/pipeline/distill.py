@@ -14,8 +14,9 @@ from edgekd.errors import RunStateError
 from edgekd.latency_models.flops import count_macs_params
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext
-from edgekd.pipeline.kd import EpochStats, train
 from edgekd.pipeline.teacher import save_checkpoint
+from edgekd.train import EpochStats, evaluate, saved_epochs, train
+from edgekd.train.devices import to_cpu
 from edgekd.ui import progress
 
 
@@ -27,32 +28,40 @@ class Student:
 
 
 def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig | None = None) -> Student:
-    """Train ``arch`` with KD for ``cfg.distill.epochs`` (resumable per epoch); write student/."""
-    cfg, out = ctx.cfg, ctx.stage_dir("student")
+    """Train ``arch`` with KD for ``cfg.distill.epochs`` (resumable per epoch, and inside long epochs); write
+    student/. Under torchrun every rank trains its share and rank 0 writes."""
+    cfg, out, rt = ctx.cfg, ctx.stage_dir("student"), ctx.runtime
     kd = kd or cfg.kd
     state = out / "train_state.pt"
     if (out / "arch.json").is_file() and ArchSpec.from_json((out / "arch.json").read_text()) != arch:
         raise RunStateError(f"{out} holds a different student; use another --name to distill another architecture")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "arch.json").write_text(arch.to_json())
+    if rt.dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "arch.json").write_text(arch.to_json())
     torch.manual_seed(cfg.seed)
     model = build(arch)
-    with progress("distill", cfg.distill.epochs) as bar:
+    with progress(f"distill ({rt.device.device}, {rt.device.precision})", cfg.distill.epochs,
+                  completed=saved_epochs(state)) as bar:
         history = train(
-            model, ctx.data, cfg.distill, kd, ctx.teacher.logits, train_split="train", eval_split="val",
-            seed=cfg.seed, checkpoint=state,
-            on_epoch=lambda s: bar(info=f"loss {s.loss:.3f} held-out acc {s.eval_acc:.3f}"),
+            model, ctx.data, cfg.distill, kd, ctx.teacher_signal, split="train", seed=cfg.seed, checkpoint=state,
+            evaluate=lambda m: evaluate(m, ctx.data, "val", rt.dist, rt.workers), runtime=rt,
+            on_epoch=lambda s: bar(info=f"loss {s.loss:.3f} held-out acc {s.eval_acc:.3f} "
+                                        f"{s.images_per_s:.0f} img/s"),
         )
-    save_checkpoint(out / "student.pt", model, arch)
+    to_cpu(model).eval()
     mmacs, mparams = count_macs_params(model, arch.input_shape)
     metrics = {
         "val_acc": history[-1].eval_acc, "teacher_val_acc": ctx.teacher.val_acc, "epochs": len(history),
         "kd": kd.model_dump(), "mmacs": mmacs, "mparams": mparams, "arch_id": arch.id,
+        "train_device": str(rt.device.device), "precision": rt.device.precision, "processes": rt.dist.world,
+        "augment": cfg.augment,
     }
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "curves.json", [asdict(h) for h in history])
-    _plot_curves(history, ctx.teacher.val_acc, out / "curves.png")
-    return Student(model.eval(), arch, metrics)
+    if rt.dist.main:
+        save_checkpoint(out / "student.pt", model, arch)
+        write_json(out / "metrics.json", metrics)
+        write_json(out / "curves.json", [asdict(h) for h in history])
+        _plot_curves(history, ctx.teacher.val_acc, out / "curves.png")
+    return Student(model, arch, metrics)
 
 
 def load_student(student_dir: Path) -> Student:

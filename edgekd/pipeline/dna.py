@@ -17,10 +17,10 @@ import bisect
 import heapq
 import itertools
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -30,11 +30,11 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.fx.passes.split_module import split_module
 
 from edgekd.config import TrainConfig
+from edgekd.data import Data
 from edgekd.errors import ConfigError
-from edgekd.pipeline.data import Data
-from edgekd.pipeline.kd import StepSchedule, load_training_state, save_training_state, steps_per_epoch
 from edgekd.pipeline.space import Choices
 from edgekd.pipeline.supernet import Supernet
+from edgekd.train import LOCAL, Batch, EpochStats, Runtime, TrainDevice, fit, step_rng
 
 MAX_BLOCK_PATHS = 100_000
 """More paths than this in one block cannot all be rated in reasonable time on a CPU."""
@@ -152,11 +152,16 @@ class BlockwiseStudent(nn.Module):
     def run_slot(self, slot, op: str, x: Tensor) -> Tensor:
         return self.supernet.run_slot(slot.name, op, x)
 
-    def forward(self, i: int, x: Tensor, path: Choices) -> Tensor:
+    def block(self, i: int, x: Tensor, path: Choices) -> Tensor:
+        """Block i along ``path``, from its input (the image, or the teacher's previous block output)."""
         x = self.block_input(i, x)
         for slot in self.block_slots(i):
             x = self.run_slot(slot, path[slot.name], x)
         return self.out_adapters[i](x)
+
+    def forward(self, inputs: Sequence[Tensor], path: Choices) -> list[Tensor]:
+        """Every block along ``path``, each from its own input (one pass, as data-parallel training needs)."""
+        return [self.block(i, x, path) for i, x in enumerate(inputs)]
 
 
 def teacher_targets(teacher: TeacherBlocks, student: BlockwiseStudent, x: Tensor) -> list[Tensor]:
@@ -166,33 +171,43 @@ def teacher_targets(teacher: TeacherBlocks, student: BlockwiseStudent, x: Tensor
     return [outs[c.node] for c in student.cuts]
 
 
+class BlockwiseTask:
+    """DNA's step: one uniformly sampled path per step, every block learning (MSE) to map the teacher's previous
+    block output to its next one, all blocks from one pass of the frozen teacher."""
+
+    find_unused_parameters = True  # a sampled path skips layers
+
+    def __init__(self, student: BlockwiseStudent, teacher: TeacherBlocks, seed: int) -> None:
+        self.module, self.teacher, self.seed, self.epoch = student, teacher, seed, 0
+
+    def prepare(self, device: TrainDevice) -> None:
+        self.teacher.to(device.device).eval()
+
+    def begin_epoch(self, epoch: int, saved: dict[str, Any] | None) -> dict[str, Any]:
+        self.epoch = epoch
+        return {}
+
+    def loss(self, net: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]]:
+        targets = teacher_targets(self.teacher, self.module, batch.x)
+        path = self.module.supernet.space.sample(step_rng(self.seed, self.epoch, step))
+        outs = net([batch.x, *targets[:-1]], path)
+        losses = [F.mse_loss(o.float(), t.float()) for o, t in zip(outs, targets, strict=True)]
+        return sum(losses), {f"mse_{i}": v.item() for i, v in enumerate(losses)}
+
+
 def train_blockwise(student: BlockwiseStudent, teacher: TeacherBlocks, data: Data, cfg: TrainConfig, seed: int = 0,
-                    checkpoint: Path | None = None, on_epoch: Callable[[int, list[float]], None] | None = None,
-                    ) -> list[list[float]]:
-    """Train every block's paths (one uniformly sampled path per block and step) to reproduce the teacher's block
-    outputs from its block inputs; returns each epoch's mean MSE per block. Resumes from ``checkpoint``."""
-    schedule = StepSchedule(student.parameters(), cfg, steps_per_epoch(data, "mini_train", cfg.batch_size))
-    history: list[list[float]] = load_training_state(checkpoint, student, schedule)
-    n = len(student.cuts)
-    for epoch in range(len(history), cfg.epochs):
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        rng = random.Random(seed * 100_003 + epoch)
-        student.train()
-        sums, batches = [0.0] * n, 0
-        for x, _, _ in data.batches("mini_train", cfg.batch_size, shuffle=True, generator=gen):
-            targets = teacher_targets(teacher, student, x)
-            inputs = [x, *targets[:-1]]
-            path = student.supernet.space.sample(rng)
-            losses = [F.mse_loss(student(i, inputs[i], path), targets[i]) for i in range(n)]
-            schedule.step(sum(losses))
-            sums = [s + loss.item() for s, loss in zip(sums, losses, strict=True)]
-            batches += 1
-        history.append([s / batches for s in sums])
-        if checkpoint is not None:
-            save_training_state(checkpoint, student, schedule, history)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, history[-1])
-    return history
+                    checkpoint: Path | None = None, on_epoch: Callable[[EpochStats], None] | None = None,
+                    runtime: Runtime = LOCAL) -> list[list[float]]:
+    """Train every block's paths to reproduce the teacher's block outputs from its block inputs with the one
+    trainer; returns each epoch's mean MSE per block. Resumes from ``checkpoint``."""
+    history = fit(BlockwiseTask(student, teacher, seed), data, "mini_train", cfg, runtime, seed, checkpoint,
+                  on_epoch=on_epoch)
+    return [block_mse(h) for h in history]
+
+
+def block_mse(stats: EpochStats) -> list[float]:
+    """An epoch's mean MSE of each block."""
+    return [v for k, v in sorted(stats.metrics.items(), key=lambda kv: kv[0]) if k.startswith("mse_")]
 
 
 BlockRatings = dict[tuple[str, ...], float]

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
 from scipy.special import log_softmax
-from torch import Tensor
+from torch import Tensor, nn
 
 from edgekd.config import TrainConfig
+from edgekd.data import Data
 from edgekd.errors import ConfigError
-from edgekd.pipeline.data import Data
-from edgekd.pipeline.kd import StepSchedule, load_training_state, save_training_state, steps_per_epoch
 from edgekd.pipeline.space import Choices
 from edgekd.pipeline.supernet import Supernet
+from edgekd.train import LOCAL, Batch, EpochStats, Runtime, TrainDevice, fit, step_rng
 
 TeacherMode = Literal["ensemble", "best", "none"]
 FLOOR = 1e-6
@@ -140,81 +139,95 @@ def uniform_expected_diversity(zeta: np.ndarray) -> float:
 class PathSampler:
     """``m`` paths per batch: per slot, operators drawn by each slot's DiversitySampler, or uniformly."""
 
-    def __init__(self, supernet: Supernet, m: int, diversity: dict[str, np.ndarray] | None, seed: int) -> None:
-        self.slots, self.m, self.rng = supernet.space.slots, m, random.Random(seed)
+    def __init__(self, supernet: Supernet, m: int, diversity: dict[str, np.ndarray] | None) -> None:
+        self.slots, self.m = supernet.space.slots, m
         self.samplers = {name: DiversitySampler(z, m) for name, z in diversity.items()} if diversity else None
 
-    def sample(self) -> list[Choices]:
+    def sample(self, rng: random.Random) -> list[Choices]:
         paths: list[Choices] = [{} for _ in range(self.m)]
         for slot in self.slots:
-            drawn = (self.samplers[slot.name].draw(self.rng) if self.samplers
-                     else [self.rng.randrange(len(slot.ops)) for _ in range(self.m)])
+            drawn = (self.samplers[slot.name].draw(rng) if self.samplers
+                     else [rng.randrange(len(slot.ops)) for _ in range(self.m)])
             for path, op in zip(paths, drawn, strict=True):
                 path[slot.name] = slot.ops[op]
         return paths
 
 
-@dataclass
-class SupernetEpoch:
-    epoch: int
-    loss: float
-    student_acc: float
-    """Mean training-batch accuracy of the sampled paths."""
-    teacher_acc: float | None
-    """Training-batch accuracy of the teacher the paths learned from (None before KD starts or without one)."""
-    logit_distance: float | None
-    """Mean Euclidean distance between the logits of two paths of a batch (EnNAS Fig. 2's subnet diversity)."""
-
-
 def _teacher(z: Tensor, y: Tensor, mode: TeacherMode) -> Tensor:
     if mode == "ensemble":
-        return torch.tensordot(ensemble_weights(z, y), z.detach(), 1)
+        return torch.tensordot(ensemble_weights(z.cpu(), y.cpu()).to(z.device), z.detach(), 1)
     losses = torch.stack([F.cross_entropy(zi, y) for zi in z.detach()])
     return z[int(losses.argmin())].detach()
+
+
+class Paths(nn.Module):
+    """The supernet run along several paths in one forward pass (one pass, as data-parallel training needs)."""
+
+    def __init__(self, supernet: Supernet) -> None:
+        super().__init__()
+        self.supernet = supernet
+
+    def forward(self, x: Tensor, paths: list[Choices]) -> Tensor:
+        return torch.stack([self.supernet(x, path) for path in paths])
+
+
+class SupernetTask:
+    """EnNAS's step: ``m`` paths learn from CE, plus KD (eq. 3) from ``teacher`` once ``kd_from_epoch`` epochs are
+    done; the operator diversities (eq. 4) are measured at the start of every epoch on ``probe`` images."""
+
+    find_unused_parameters = True  # a path skips layers, and m paths need not use every operator
+
+    def __init__(self, supernet: Supernet, m: int, teacher: TeacherMode, diversity: bool, kd_from_epoch: int,
+                 tau: float, seed: int, probe: Tensor) -> None:
+        if teacher != "none" and m < 2:
+            raise ConfigError(f"a {teacher} teacher needs at least 2 paths per batch, got m={m}")
+        self.supernet, self.module = supernet, Paths(supernet)
+        self.m, self.teacher, self.diversity, self.kd_from_epoch, self.tau, self.seed = (
+            m, teacher, diversity, kd_from_epoch, tau, seed)
+        self.probe, self.epoch, self.sampler = probe, 0, PathSampler(supernet, m, None)
+
+    def prepare(self, device: TrainDevice) -> None:
+        self.probe = self.probe.to(device.device)
+
+    def begin_epoch(self, epoch: int, saved: dict[str, Any] | None) -> dict[str, Any]:
+        self.epoch = epoch
+        if not self.diversity:
+            return {}
+        if saved:
+            zeta = {name: z.numpy() for name, z in saved.items()}
+        else:
+            zeta = operator_diversity(self.supernet, self.probe, torch.Generator().manual_seed(self.seed + epoch))
+        self.sampler = PathSampler(self.supernet, self.m, zeta)
+        return {name: torch.from_numpy(z) for name, z in zeta.items()}
+
+    def loss(self, net: nn.Module, batch: Batch, step: int) -> tuple[Tensor, dict[str, float]]:
+        m, tau, y = self.m, self.tau, batch.y
+        z = net(batch.x, self.sampler.sample(step_rng(self.seed, self.epoch, step))).float()
+        loss = sum(F.cross_entropy(zi, y) for zi in z)
+        metrics = {"student_acc": float((z.argmax(2) == y).float().mean())}
+        if self.teacher != "none" and self.epoch >= self.kd_from_epoch:
+            t = _teacher(z, y, self.teacher)
+            log_t = F.log_softmax(t / tau, 1)
+            loss = loss + sum(tau**2 * F.kl_div(F.log_softmax(zi / tau, 1), log_t, log_target=True,
+                                                reduction="batchmean") for zi in z)
+            metrics["teacher_acc"] = float((t.argmax(1) == y).float().mean())
+        if m > 1:
+            zt = z.detach().transpose(0, 1)
+            metrics["logit_distance"] = float(torch.cdist(zt, zt).sum((1, 2)).mean() / (m * (m - 1)))
+        return loss, metrics
 
 
 def train_supernet(
     supernet: Supernet, data: Data, cfg: TrainConfig, m: int = 4, teacher: TeacherMode = "ensemble",
     diversity: bool = True, kd_from_epoch: int = 1, tau: float = 1.0, seed: int = 0,
-    checkpoint: Path | None = None, on_epoch: Callable[[SupernetEpoch], None] | None = None,
-) -> list[SupernetEpoch]:
-    """Train ``supernet`` on mini-train for ``cfg.epochs`` (resuming from ``checkpoint`` after every epoch).
+    checkpoint: Path | None = None, on_epoch: Callable[[EpochStats], None] | None = None,
+    runtime: Runtime = LOCAL,
+) -> list[EpochStats]:
+    """Train ``supernet`` on mini-train for ``cfg.epochs`` (resuming from ``checkpoint``) with the one trainer.
 
-    ``m`` paths per batch learn from CE, plus KD from ``teacher`` once ``kd_from_epoch`` epochs are done.
-    """
-    if teacher != "none" and m < 2:
-        raise ConfigError(f"a {teacher} teacher needs at least 2 paths per batch, got m={m}")
-    schedule = StepSchedule(supernet.parameters(), cfg, steps_per_epoch(data, "mini_train", cfg.batch_size))
-    history = [SupernetEpoch(**h) for h in load_training_state(checkpoint, supernet, schedule)]
-    probe = data.tensors("mini_train")[0][:64]
-    for epoch in range(len(history), cfg.epochs):
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        zeta = operator_diversity(supernet, probe, gen) if diversity else None
-        sampler = PathSampler(supernet, m, zeta, seed * 100_003 + epoch)
-        supernet.train()
-        kd = teacher != "none" and epoch >= kd_from_epoch
-        sums = np.zeros(4)
-        batches = 0
-        for x, y, _ in data.batches("mini_train", cfg.batch_size, shuffle=True, generator=gen):
-            z = torch.stack([supernet(x, path) for path in sampler.sample()])
-            loss = sum(F.cross_entropy(zi, y) for zi in z)
-            t = _teacher(z, y, teacher) if kd else None
-            if t is not None:
-                log_t = F.log_softmax(t / tau, 1)
-                loss = loss + sum(tau**2 * F.kl_div(F.log_softmax(zi / tau, 1), log_t, log_target=True,
-                                                    reduction="batchmean") for zi in z)
-            schedule.step(loss)
-            sums += [loss.item() / m, float((z.argmax(2) == y).float().mean()),
-                     float((t.argmax(1) == y).float().mean()) if t is not None else np.nan,
-                     float(torch.cdist(z.detach().transpose(0, 1), z.detach().transpose(0, 1)).sum((1, 2)).mean()
-                           / (m * (m - 1))) if m > 1 else np.nan]
-            batches += 1
-        loss, student, teacher_acc, distance = sums / batches
-        stats = SupernetEpoch(epoch + 1, loss, student, None if np.isnan(teacher_acc) else teacher_acc,
-                              None if np.isnan(distance) else distance)
-        history.append(stats)
-        if checkpoint is not None:
-            save_training_state(checkpoint, supernet, schedule, [asdict(h) for h in history])
-        if on_epoch is not None:
-            on_epoch(stats)
-    return history
+    Each epoch's metrics carry ``student_acc`` (mean training-batch accuracy of the sampled paths), once KD has
+    started ``teacher_acc`` (of the teacher they learned from), and ``logit_distance`` (the mean Euclidean
+    distance between the logits of two paths of a batch, EnNAS Fig. 2's subnet diversity)."""
+    probe = data.tensors("mini_train", limit=64)[0]
+    task = SupernetTask(supernet, m, teacher, diversity, kd_from_epoch, tau, seed, probe)
+    return fit(task, data, "mini_train", cfg, runtime, seed, checkpoint, on_epoch=on_epoch)

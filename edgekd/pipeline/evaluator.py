@@ -8,14 +8,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from edgekd.config import KDConfig, TrainConfig
+from edgekd.data import Data
 from edgekd.pipeline.arch import ArchSpec, build
-from edgekd.pipeline.data import Data
 from edgekd.pipeline.dna import BlockRatings, BlockwiseStudent, path_loss
-from edgekd.pipeline.kd import EpochStats, accuracy, calibration_batches, evaluate, recalibrate_bn, train
-from edgekd.pipeline.supernet import Supernet, path_logits
+from edgekd.pipeline.supernet import Supernet, extract_calibrated
+from edgekd.train import LOCAL, EpochStats, Runtime, TeacherSignal, calibration_batches, evaluate, recalibrate_bn, train
 
 CALIBRATION_IMAGES = 2048
 """Mini-train images the proxy's BatchNorm statistics are estimated on (all of them on the embedded data): with
@@ -44,8 +44,9 @@ class KDProxyEvaluator:
     labels only), the baseline AKD compares against.
     """
 
-    def __init__(self, data: Data, teacher_logits: Tensor | None, proxy: TrainConfig, kd: KDConfig, seed: int = 0):
-        self.data, self.teacher_logits, self.proxy, self.kd, self.seed = data, teacher_logits, proxy, kd, seed
+    def __init__(self, data: Data, teacher: TeacherSignal | Tensor | None, proxy: TrainConfig, kd: KDConfig,
+                 seed: int = 0, runtime: Runtime = LOCAL) -> None:
+        self.data, self.teacher, self.proxy, self.kd, self.seed, self.runtime = data, teacher, proxy, kd, seed, runtime
         self.budget = proxy.epochs
         self.calibration = calibration_batches(data, CALIBRATION_IMAGES)
 
@@ -54,14 +55,17 @@ class KDProxyEvaluator:
         model = build(spec)
         scores: list[float] = []
 
-        def score(stats: EpochStats) -> None:
-            recalibrate_bn(model, self.calibration)
-            scores.append(evaluate(model, self.data, "mini_val"))
+        def score(m: nn.Module) -> float:
+            recalibrate_bn(m, self.calibration)
+            return evaluate(m, self.data, "mini_val", workers=self.runtime.workers)
+
+        def on_epoch(stats: EpochStats) -> None:
+            scores.append(stats.eval_acc)
             if report:
                 report(stats.epoch, scores[-1])
 
-        train(model, self.data, self.proxy, kd or self.kd, self.teacher_logits, train_split="mini_train",
-              seed=self.seed, on_epoch=score)
+        train(model, self.data, self.proxy, kd or self.kd, self.teacher, split="mini_train", seed=self.seed,
+              evaluate=score, on_epoch=on_epoch, runtime=self.runtime)
         return scores[-1]
 
 
@@ -71,13 +75,13 @@ class SupernetEvaluator:
 
     budget = 1
 
-    def __init__(self, supernet: Supernet, data: Data) -> None:
-        self.supernet, self.calibration = supernet, calibration_batches(data)
-        self.images, self.labels = data.tensors("mini_val")
+    def __init__(self, supernet: Supernet, data: Data, workers: int = 0) -> None:
+        self.supernet, self.data, self.workers = supernet, data, workers
+        self.calibration = calibration_batches(data)
 
     def evaluate(self, spec: ArchSpec, report: EpochReport | None = None, kd: KDConfig | None = None) -> float:
-        path = self.supernet.space.encode(spec)
-        acc = accuracy(path_logits(self.supernet, path, self.calibration, self.images), self.labels)
+        net = extract_calibrated(self.supernet, self.supernet.space.encode(spec), self.calibration)
+        acc = evaluate(net, self.data, "mini_val", workers=self.workers)
         if report:
             report(1, acc)
         return acc

@@ -17,8 +17,8 @@ from edgekd.latency_models.flops import count_macs_params
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
-from edgekd.pipeline.kd import evaluate
 from edgekd.pipeline.teacher import load_weights, save_checkpoint
+from edgekd.train import evaluate
 from edgekd.ui import progress
 
 FORMATS_FILE = "formats.json"
@@ -29,7 +29,7 @@ def calibration_images(ctx: RunContext) -> torch.Tensor:
     idx = ctx.data.index("train")
     n = min(ctx.cfg.export.calibration_images, len(idx))
     pick = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(ctx.cfg.seed))[:n]]
-    return ctx.data.normalize(ctx.data.images[pick])
+    return ctx.data.normalize(ctx.data.images(pick))
 
 
 def export_student(ctx: RunContext, student: Student) -> dict[str, Path]:

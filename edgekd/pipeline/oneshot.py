@@ -8,6 +8,7 @@ run's search/ directory, so an interrupted stage resumes.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from edgekd.pipeline.dna import (
     BlockRatings,
     BlockwiseStudent,
     TeacherBlocks,
+    block_mse,
     path_of,
     rate_paths,
     select_additive,
@@ -31,11 +33,12 @@ from edgekd.pipeline.dna import (
 )
 from edgekd.pipeline.ennas import train_supernet
 from edgekd.pipeline.evaluator import SupernetEvaluator
-from edgekd.pipeline.kd import saved_epochs
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import SearchResult, result_of
 from edgekd.pipeline.space import MBV2Space
 from edgekd.pipeline.supernet import Supernet
+from edgekd.train import saved_epochs
+from edgekd.train.evaluation import model_device
 from edgekd.ui import console, progress
 
 
@@ -50,40 +53,47 @@ def supernet_evaluator(ctx: RunContext) -> SupernetEvaluator:
         history = train_supernet(
             supernet, ctx.data, o.train, m=o.subnets if ennas else 1, teacher="ensemble" if ennas else "none",
             diversity=o.diversity and ennas, kd_from_epoch=o.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed,
-            checkpoint=checkpoint, on_epoch=lambda s: bar(info=f"loss {s.loss:.3f} path acc {s.student_acc:.3f}"),
+            checkpoint=checkpoint, runtime=ctx.runtime,
+            on_epoch=lambda s: bar(info=f"loss {s.loss:.3f} path acc {s.metrics['student_acc']:.3f}"),
         )
-    write_json(out / "supernet.json", [asdict(h) for h in history])
-    return SupernetEvaluator(supernet, ctx.data)
+    if ctx.runtime.dist.main:
+        write_json(out / "supernet.json", [asdict(h) for h in history])
+    return SupernetEvaluator(supernet, ctx.data, ctx.runtime.workers)
 
 
 def blockwise_student(ctx: RunContext) -> tuple[BlockwiseStudent, list[BlockRatings]]:
-    """The run's student supernet trained block-wise against the teacher, and every block path's rating."""
+    """The run's student supernet trained block-wise against the teacher, and every block path's rating (under
+    torchrun every rank trains its share; rank 0 alone rates, the others get no ratings)."""
     cfg, out, data = ctx.cfg, ctx.stage_dir("search"), ctx.data
     o = cfg.search.oneshot
     example = next(data.batches("val", 2))[0]
-    gm, cuts = stage_cuts(ctx.teacher.model, example)
+    gm, cuts = stage_cuts(copy.deepcopy(ctx.teacher.model), example)  # trained on the device; the run's stays
     teacher = TeacherBlocks(gm, cuts)
     torch.manual_seed(cfg.seed)
     student = BlockwiseStudent(Supernet(ctx.space), cuts)
     checkpoint, ratings_path = out / "dna_student.pt", out / "dna_ratings.json"
     with progress("DNA block-wise distillation", o.train.epochs, completed=saved_epochs(checkpoint)) as bar:
-        train_blockwise(student, teacher, data, o.train, cfg.seed, checkpoint,
-                        on_epoch=lambda _e, mse: bar(info="block MSE " + " ".join(f"{v:.3f}" for v in mse)))
+        train_blockwise(student, teacher, data, o.train, cfg.seed, checkpoint, runtime=ctx.runtime,
+                        on_epoch=lambda s: bar(info="block MSE " + " ".join(f"{v:.3f}" for v in block_mse(s))))
+    if not ctx.runtime.dist.main:
+        return student, []
     if ratings_path.is_file():
         ratings = [{tuple(k.split()): v for k, v in block.items()} for block in read_json(ratings_path)]
     else:
         n_paths = sum(math.prod(len(s.ops) for s in student.block_slots(i)) for i in range(len(student.cuts)))
         console.print(f"rating all {n_paths} block paths on {o.rating_images} mini-val images")
-        ratings = rate_paths(student, teacher, data.tensors("mini_val")[0][: o.rating_images])
+        images = data.tensors("mini_val", limit=o.rating_images)[0].to(model_device(student))
+        ratings = rate_paths(student, teacher, images)
         write_json(ratings_path, [{" ".join(k): v for k, v in block.items()} for block in ratings])
     return student, ratings
 
 
-def dna_search(ctx: RunContext, reward: Reward) -> SearchResult:
-    """DNA's pick: the combination of block paths with the lowest summed rating whose latency (or MACs) meets
-    the reward's target. Writes best.json, trials.json and pareto.json like a sampled search."""
+def dna_search(ctx: RunContext, reward: Reward, student: BlockwiseStudent, ratings: list[BlockRatings]
+               ) -> SearchResult:
+    """DNA's pick from ``blockwise_student``'s ratings: the combination of block paths with the lowest summed
+    rating whose latency (or MACs) meets the reward's target. Writes best.json, trials.json and pareto.json like
+    a sampled search."""
     out = ctx.stage_dir("search")
-    student, ratings = blockwise_student(ctx)
     space = ctx.space
     if reward.metric == "mmacs":
         macs = LayerMacs.of_space(space)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.config import KDConfig, RunConfig, read_json
-from edgekd.errors import RunStateError
+from edgekd.errors import ConfigError, RunStateError
 from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.context import RunContext, open_run
 from edgekd.pipeline.distill import Student, distill, load_student
-from edgekd.pipeline.evaluator import DNAEvaluator, Evaluator, KDProxyEvaluator
+from edgekd.pipeline.evaluator import Evaluator, KDProxyEvaluator
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
 from edgekd.pipeline.oneshot import blockwise_student, dna_search, supernet_evaluator
 from edgekd.pipeline.package import package
@@ -32,14 +31,28 @@ from edgekd.pipeline.validate import validate
 from edgekd.ui import console, summary
 
 
-def run_search(ctx: RunContext) -> SearchResult:
-    """Search (or resume searching) the run's space, in ``search.jobs`` processes; writes search/."""
+def run_search(ctx: RunContext) -> SearchResult | None:
+    """Search (or resume searching) the run's space, in ``search.jobs`` processes; writes search/.
+
+    Under torchrun the one-shot evaluators train their supernet data-parallel; rank 0 then searches alone and
+    the other ranks return None."""
     cfg, out = ctx.cfg, ctx.stage_dir("search")
+    if ctx.runtime.dist.active and cfg.search.evaluator == "proxy":
+        raise ConfigError("torchrun trains one model data-parallel: it runs `edgekd distill` and the supernet "
+                          "evaluators (--evaluator ennas, spos, dna); a proxy search runs candidates side by side "
+                          "with --jobs N instead")
+    oneshot = cfg.search.evaluator in ONESHOT
+    if oneshot:  # trained first: under torchrun every rank trains, then rank 0 alone searches
+        trained = blockwise_student(ctx) if cfg.search.evaluator == "dna" else supernet_evaluator(ctx)
+        if not ctx.runtime.dist.main:
+            return None
     reward = ctx.reward()
     if cfg.search.evaluator == "dna":
-        result = dna_search(ctx, reward)
+        result = dna_search(ctx, reward, *trained)
+    elif oneshot:
+        result = search(cfg, ctx.space, trained, ctx.latency, reward, out)
     elif cfg.search.jobs == 1:
-        result = search(cfg, ctx.space, _evaluator(ctx), ctx.latency, reward, out)
+        result = search(cfg, ctx.space, _proxy_evaluator(ctx), ctx.latency, reward, out)
     else:
         result = _search_in_processes(ctx, reward)
     b = result.best
@@ -52,13 +65,12 @@ def run_search(ctx: RunContext) -> SearchResult:
     return result
 
 
-def _evaluator(ctx: RunContext) -> Evaluator:
+ONESHOT = ("ennas", "spos", "dna")
+
+
+def _proxy_evaluator(ctx: RunContext) -> Evaluator:
     cfg = ctx.cfg
-    if cfg.search.evaluator in ("ennas", "spos"):
-        return supernet_evaluator(ctx)
-    if cfg.search.evaluator == "dna":
-        return DNAEvaluator(*blockwise_student(ctx))
-    return KDProxyEvaluator(ctx.data, ctx.teacher.logits, cfg.search.proxy, cfg.kd, cfg.seed)
+    return KDProxyEvaluator(ctx.data, ctx.teacher_signal, cfg.search.proxy, cfg.kd, cfg.seed, ctx.runtime)
 
 
 def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
@@ -66,7 +78,7 @@ def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
     if ctx.device.measurable and ctx.device.spec.kind == "local":
         console.print(f"[yellow]note[/]: {cfg.search.jobs} workers train on this host while its latency is "
                       "measured; expect noisier figures (or use a predictor or remote device)")
-    ctx.teacher.logits  # noqa: B018 -- trained and cached once here, not once per worker
+    ctx.teacher  # noqa: B018 -- trained (and its logits cached) once here, not once per worker
     study = open_study(cfg, out)  # created here first, so workers never race to create it
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_search_worker, args=(cfg, ctx.run_dir.parent, i, reward), daemon=True)
@@ -87,14 +99,12 @@ def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
 
 
 def _search_worker(cfg: RunConfig, runs_root: Path, index: int, reward: Reward) -> None:
-    """One process of a ``--jobs`` search: its own data, teacher logits (cached), latency model and trials."""
-    import torch
-
+    """One process of a ``--jobs`` search: its own data, teacher (cached), latency model and trials; its share of
+    the CPU threads, and on a host with several GPUs its own GPU."""
     console.quiet = True
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.search.jobs))
-    ctx = open_run(cfg, runs_root)
+    ctx = open_run(cfg, runs_root, worker=index)
     study = open_study(cfg, ctx.stage_dir("search"), worker=index + 1)
-    run_trials(study, TrialObjective(cfg, ctx.space, _evaluator(ctx), ctx.latency, reward), cfg.search.trials)
+    run_trials(study, TrialObjective(cfg, ctx.space, _proxy_evaluator(ctx), ctx.latency, reward), cfg.search.trials)
 
 
 def run_distill(ctx: RunContext) -> Student:
@@ -126,6 +136,7 @@ def _validation_summary(title: str, formats: dict[str, dict], teacher: dict | No
 
 def run_validate(ctx: RunContext) -> dict:
     """Validate the run's exported artifacts again (new limits, another device); writes validation/."""
+    _one_process(ctx, "validate")
     student = load_student(ctx.stage_dir("student"))
     report = validate(ctx, student, exported_files(ctx))
     _validation_summary("validate", report["formats"], report["teacher"],
@@ -135,6 +146,7 @@ def run_validate(ctx: RunContext) -> dict:
 
 def run_export(ctx: RunContext, checkpoint: Path | None = None) -> Path:
     """Export, validate on the device and package the student (or ``checkpoint``); returns the bundle path."""
+    _one_process(ctx, "export")
     student = adopt_checkpoint(ctx, checkpoint) if checkpoint else load_student(ctx.stage_dir("student"))
     exported = export_student(ctx, student)
     report = validate(ctx, student, exported)
@@ -143,6 +155,12 @@ def run_export(ctx: RunContext, checkpoint: Path | None = None) -> Path:
                         {"PyTorch top-1": report["pytorch"]["acc"],
                          "latency model's figure": f"{report['predicted_latency_ms']:.4f} ms", "bundle": str(bundle)})
     return bundle
+
+
+def _one_process(ctx: RunContext, command: str) -> None:
+    if ctx.runtime.dist.active:
+        raise ConfigError(f"`edgekd {command}` runs in one process; start it without torchrun (torchrun runs "
+                          "`edgekd distill` and the supernet evaluators' `edgekd search`)")
 
 
 @dataclass
@@ -157,6 +175,7 @@ def run_all(cfg: RunConfig, runs_root: Path) -> RunSummary:
     times: dict[str, float] = {}
     start = time.perf_counter()
     ctx = open_run(cfg, runs_root)
+    _one_process(ctx, "run")
     ctx.teacher_latency_ms()
     times["teacher"] = time.perf_counter() - start
     for stage, fn in (("search", run_search), ("distill", run_distill), ("export", run_export)):

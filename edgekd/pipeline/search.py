@@ -52,7 +52,7 @@ KD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The KD settings searched with ``search_kd``: AutoKD's ranges, temperature 1..10 and weight 0..1."""
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 20, 120, 3
 EVALUATION_SETTINGS = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights", "proxy",
-                       "evaluator", "oneshot")
+                       "evaluator", "oneshot", "augment")
 """The study settings an evaluation's result depends on (besides the architecture and its KD settings)."""
 
 
@@ -120,6 +120,8 @@ def study_settings(cfg: RunConfig) -> dict[str, Any]:
         "proxy": cfg.search.proxy.model_dump(), "kd": cfg.kd.model_dump(), "search_kd": cfg.search.search_kd,
         "reward_training": cfg.search.reward_training, "device": cfg.device, "evaluator": cfg.search.evaluator,
         "oneshot": cfg.search.oneshot.model_dump() if cfg.search.evaluator != "proxy" else None,
+        # Recorded only when on, so that studies made before augmentation existed keep their identity.
+        **({"augment": cfg.augment} if cfg.augment != "none" else {}),
     }
 
 
@@ -177,7 +179,7 @@ def recover_dead_local_trials(study: optuna.Study) -> int:
 def eval_key(cfg: RunConfig, arch_id: str, kd: KDConfig) -> str:
     """What makes two evaluations the same: architecture, KD settings, budget, data, teacher and seed."""
     settings = study_settings(cfg)
-    basis = {"arch": arch_id, "kd": kd.model_dump(), **{k: settings[k] for k in EVALUATION_SETTINGS}}
+    basis = {"arch": arch_id, "kd": kd.model_dump(), **{k: settings[k] for k in EVALUATION_SETTINGS if k in settings}}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from edgekd.errors import ConfigError
 from edgekd.pipeline.arch import ArchSpec, Block, Network, build, conv_bn_act
-from edgekd.pipeline.kd import recalibrate_bn
 from edgekd.pipeline.space import EXPANDS, KERNELS, SKIP, Choices, LayerSlot, MBV2Space, SearchSpace
+from edgekd.train import recalibrate_bn
+from edgekd.train.evaluation import model_device
 
 
 class Supernet(nn.Module):
@@ -102,8 +103,8 @@ class ElasticMBConv(nn.Module):
 
 
 @torch.no_grad()
-def path_logits(supernet: Supernet, path: Choices, calibration: list[Tensor], images: Tensor) -> Tensor:
-    """Logits of ``path`` with inherited weights, after recalibrating its BatchNorm statistics."""
+def extract_calibrated(supernet: Supernet, path: Choices, calibration: list[Tensor]) -> Network:
+    """``path`` as a stand-alone network with inherited weights, its BatchNorm statistics recalibrated."""
     net, _ = supernet.extract(path)
-    recalibrate_bn(net, calibration)
-    return net(images)
+    recalibrate_bn(net.to(model_device(supernet)), calibration)
+    return net

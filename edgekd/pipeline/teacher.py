@@ -2,8 +2,8 @@
 
 A teacher spec is ``train``, ``torchvision:NAME`` (weights from a local file, never downloaded) or a path to an
 edgekd checkpoint (``{"arch": ArchSpec dict, "state_dict": ...}``, as ``edgekd distill`` writes) or a TorchScript
-file. The teacher's logits for every image are computed once and stored with it: without data augmentation
-they are fixed, so KD training looks them up instead of running the teacher each step.
+file. Without data augmentation the teacher's logits for every image are fixed: they are computed once and
+stored with it, and KD training looks them up instead of running the teacher each step.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.config import RunConfig, read_json, write_json
+from edgekd.data import Data
 from edgekd.errors import DataError
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
-from edgekd.pipeline.data import Data
-from edgekd.pipeline.kd import evaluate, predict_logits, train
+from edgekd.train import LOCAL, Runtime, evaluate, predict_logits, train
+from edgekd.train.devices import to_cpu
 from edgekd.ui import console, progress
 
 
@@ -28,8 +29,9 @@ class Teacher:
     model: nn.Module
     source: str
     val_acc: float
-    logits: Tensor
-    """Logits for every image of the data set, indexed by dataset index."""
+    logits: Tensor | None
+    """Logits for every image of the data set, indexed by dataset index (None with augmentation: the teacher
+    then runs on every batch)."""
     arch: ArchSpec | None = None
 
 
@@ -106,10 +108,13 @@ def save_checkpoint(path: Path, model: nn.Module, arch: ArchSpec) -> None:
     tmp.replace(path)
 
 
-def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path) -> Teacher:
-    """Load or build the teacher of ``cfg``, report its held-out accuracy, and store it under ``out_dir``."""
+def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime = LOCAL) -> Teacher:
+    """Load or build the teacher of ``cfg``, report its held-out accuracy, and store it under ``out_dir``.
+
+    Its logits for every image are cached only without augmentation (with it, the teacher runs on each batch).
+    The model is returned on the CPU; training and scoring it run on the runtime's device."""
     metrics_path, logits_path = out_dir / "metrics.json", out_dir / "logits.pt"
-    source = cfg.teacher
+    source, cached = cfg.teacher, cfg.augment == "none"
     arch: ArchSpec | None = None
     if source == "train":
         arch = default_teacher_arch(data)
@@ -119,21 +124,28 @@ def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path) -> Teacher:
         if weights.is_file():
             load_weights(model, _load_file(weights)["state_dict"], str(weights))
         else:
-            _train_teacher(model, cfg, data, out_dir)
-            save_checkpoint(weights, model, arch)
+            _train_teacher(model, cfg, data, out_dir, runtime)
+            if runtime.dist.main:
+                save_checkpoint(weights, to_cpu(model), arch)
     elif source.startswith("torchvision:"):
         model = _torchvision_teacher(source.removeprefix("torchvision:"), cfg.teacher_weights, data)
     else:
         model, arch = _checkpoint_teacher(Path(source).expanduser())
-    model.eval()
-    if metrics_path.is_file() and logits_path.is_file() and read_json(metrics_path).get("source") == source:
-        return Teacher(model, source, read_json(metrics_path)["val_acc"], torch.load(logits_path), arch)
+    to_cpu(model).eval()
+    if metrics_path.is_file() and read_json(metrics_path).get("source") == source and (
+            logits_path.is_file() or not cached):
+        logits = torch.load(logits_path, weights_only=True) if cached else None
+        return Teacher(model, source, read_json(metrics_path)["val_acc"], logits, arch)
     _check_output(model, data, source)
-    logits = predict_logits(model, data, "all")
-    val_acc = evaluate(model, data, "val")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(logits, logits_path)
-    write_json(metrics_path, {"source": source, "val_acc": val_acc, "arch_id": arch.id if arch else None})
+    runtime.device.prepare(model)
+    logits = predict_logits(model, data, "all", workers=runtime.workers) if cached else None
+    val_acc = evaluate(model, data, "val", runtime.dist, runtime.workers)
+    to_cpu(model)
+    if runtime.dist.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if logits is not None:
+            torch.save(logits, logits_path)
+        write_json(metrics_path, {"source": source, "val_acc": val_acc, "arch_id": arch.id if arch else None})
     return Teacher(model, source, val_acc, logits, arch)
 
 
@@ -149,10 +161,11 @@ def _check_output(model: nn.Module, data: Data, source: str) -> None:
         raise DataError(f"teacher {source} outputs shape {tuple(out.shape)}; {data.num_classes} classes needed")
 
 
-def _train_teacher(model: nn.Module, cfg: RunConfig, data: Data, out_dir: Path) -> None:
-    console.print(f"training the teacher on {data.name} ({cfg.teacher_train.epochs} epochs)")
+def _train_teacher(model: nn.Module, cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime) -> None:
+    console.print(f"training the teacher on {data.name} ({cfg.teacher_train.epochs} epochs, "
+                  f"{runtime.device.device}, {runtime.device.precision})")
     with progress("teacher", cfg.teacher_train.epochs) as update:
         train(
-            model, data, cfg.teacher_train, seed=cfg.seed, checkpoint=out_dir / "train_state.pt",
+            model, data, cfg.teacher_train, seed=cfg.seed, checkpoint=out_dir / "train_state.pt", runtime=runtime,
             on_epoch=lambda s: update(info=f"loss {s.loss:.3f} acc {s.train_acc:.3f}"),
         )

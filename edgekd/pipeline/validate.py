@@ -24,7 +24,7 @@ from edgekd.latency_models.measured import backend_for
 from edgekd.latency_models.timing import time_runner
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
-from edgekd.pipeline.kd import predict_logits
+from edgekd.train import predict_logits
 
 LOGIT_TOLERANCE = 1e-3
 """Largest |logit difference| from PyTorch accepted for the fp32 ONNX model."""

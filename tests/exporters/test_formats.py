@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from edgekd.config import TrainConfig
+from edgekd.data import load_data
 from edgekd.devices import LocalDevice, NamedDevice
 from edgekd.errors import ConfigError, DeviceError
 from edgekd.exporters import get_format
@@ -19,9 +20,8 @@ from edgekd.exporters.tensorrt import require_tensorrt
 from edgekd.exporters.trtexec import Trtexec, parse_latency_summary, parse_outputs
 from edgekd.ort import open_onnx
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
-from edgekd.pipeline.data import load_data
-from edgekd.pipeline.kd import train
 from edgekd.pipeline.validate import compare, run_batched, validate_artifact
+from edgekd.train import train
 
 HOST = NamedDevice(name="host-cpu", spec=LocalDevice(threads=1))
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from edgekd.data import load_data
 from edgekd.errors import DataError
-from edgekd.pipeline.data import load_data
 
 
 def _write_cifar(root, per_batch=20):
@@ -32,9 +32,10 @@ def test_cifar10_reader_uses_train_batches_and_test_batch(tmp_path):
     assert data.classes == [f"c{i}" for i in range(10)]
     assert len(data.index("train")) == 100 and len(data.index("val")) == 20
     assert len(data.index("mini_val")) == 20 and len(data.index("mini_train")) == 80
-    assert torch.equal(data.images[:, 0, 0, 0].long(), data.labels)
+    every = data.index("all")
+    assert torch.equal(data.images(every)[:, 0, 0, 0].long(), data.labels)
     parent = load_data(f"cifar10:{tmp_path}", mini_val_fraction=0.2)  # where the archive was extracted
-    assert torch.equal(parent.images, data.images) and parent.source_note == data.source_note
+    assert torch.equal(parent.images(every), data.images(every)) and parent.source_note == data.source_note
 
 
 def test_cifar10_errors_name_what_is_missing(tmp_path):
@@ -63,7 +64,7 @@ def test_imagefolder_reader_resizes_and_splits(tmp_path):
     assert data.input_shape == (3, 16, 16)
     assert data.classes == ["class0", "class1", "class2"]
     assert len(data.index("val")) == 6 and len(data.index("train")) == 12
-    red = data.images[data.labels == 0]
+    red = data.images(data.index("all"))[data.labels == 0]
     assert (red[:, 0] == 255).all() and (red[:, 1:] == 0).all()
 
 
@@ -107,7 +108,7 @@ def test_splits_are_deterministic_disjoint_and_stratified():
     counts = torch.bincount(a.labels[a.index("mini_val")], minlength=10)
     assert counts.min() >= 0.8 * counts.max()
     other = load_data("digits", seed=4)
-    assert torch.equal(other.images[other.index("val")], a.images[a.index("val")])  # held-out split is fixed
+    assert torch.equal(other.images(other.index("val")), a.images(a.index("val")))  # held-out split is fixed
     assert not torch.equal(other.index("mini_val"), a.index("mini_val"))  # the seed redraws mini-val
 
 
@@ -115,7 +116,7 @@ def test_digits_is_the_embedded_default_at_16px():
     data = load_data("digits")
     assert data.input_shape == (1, 16, 16) and data.num_classes == 10 and len(data.labels) == 1797
     x, _, _ = next(data.batches("train", 4))
-    assert x.dtype == torch.float32 and abs(float(data.normalize(data.images).mean())) < 0.2
+    assert x.dtype == torch.float32 and abs(float(data.normalize(data.images(data.index("all"))).mean())) < 0.2
 
 
 def test_unknown_source_is_an_error():

@@ -1,11 +1,11 @@
 import torch
 
 from edgekd.config import KDConfig, TrainConfig
+from edgekd.data import load_data
 from edgekd.pipeline.arch import build
-from edgekd.pipeline.data import load_data
 from edgekd.pipeline.evaluator import KDProxyEvaluator
-from edgekd.pipeline.kd import train
 from edgekd.pipeline.space import make_space
+from edgekd.train import evaluate, train
 
 
 def test_the_kd_proxy_scores_early_epochs_with_recalibrated_batchnorm():
@@ -19,7 +19,8 @@ def test_the_kd_proxy_scores_early_epochs_with_recalibrated_batchnorm():
     KDProxyEvaluator(data, None, proxy, KDConfig(alpha=0.0)).evaluate(spec, report=lambda _e, acc: scores.append(acc))
 
     torch.manual_seed(0)
-    stale = train(build(spec), data, proxy, KDConfig(alpha=0.0), train_split="mini_train", eval_split="mini_val")
+    stale = train(build(spec), data, proxy, KDConfig(alpha=0.0), split="mini_train",
+                  evaluate=lambda m: evaluate(m, data, "mini_val"))
     assert len(scores) == 2
     assert stale[0].eval_acc < 0.2  # chance is 0.1: the first epoch's running statistics are useless
     assert scores[0] > stale[0].eval_acc + 0.15

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.config import TrainConfig
+from edgekd.data import load_data
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
-from edgekd.pipeline.data import load_data
-from edgekd.pipeline.kd import train
 from edgekd.pipeline.teacher import save_checkpoint
+from edgekd.train import train
 
 runner = CliRunner()
 DATA = ["--data", "synthetic", "--resolution", "8"]

@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.config import KDConfig, TrainConfig
+from edgekd.data import load_data
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
-from edgekd.pipeline.data import load_data
-from edgekd.pipeline.kd import evaluate, kd_loss, train
+from edgekd.train import evaluate, kd_loss, train
 
 
 def test_alpha_zero_is_plain_cross_entropy():
@@ -41,7 +41,7 @@ def test_training_learns_the_task():
     torch.manual_seed(0)
     model = build(_small_net(data))
     before = evaluate(model, data, "val")
-    train(model, data, TrainConfig(epochs=4, lr=1e-2), train_split="train")
+    train(model, data, TrainConfig(epochs=4, lr=1e-2), split="train")
     assert evaluate(model, data, "val") > max(0.8, before + 0.3)
 
 

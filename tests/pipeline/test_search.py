@@ -8,9 +8,9 @@ import pytest
 from optuna.trial import TrialState
 
 from edgekd.config import KDConfig, TrainConfig
+from edgekd.data import load_data
 from edgekd.errors import ConfigError
 from edgekd.latency_models.measured import MeasuredLatency
-from edgekd.pipeline.data import load_data
 from edgekd.pipeline.evaluator import KDProxyEvaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import KD_ALPHAS, KD_TAUS, eval_key, open_storage, pareto_front, search, storage_url
