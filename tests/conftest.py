@@ -20,13 +20,18 @@ from edgekd.ort import has_provider
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` skip, saying why, where ONNX Runtime has no CUDA provider."""
-    if has_provider("cuda"):
-        return
-    skip = pytest.mark.skip(reason="needs onnxruntime-gpu and an NVIDIA GPU (ONNX Runtime's CUDAExecutionProvider)")
+    """Tests marked ``cuda`` skip, saying why, where ONNX Runtime has no CUDA provider (``cuda(needs="torch")``:
+    where torch sees no CUDA GPU)."""
+    import torch
+
+    ready = {"onnxruntime": has_provider("cuda"), "torch": torch.cuda.is_available()}
+    reasons = {"onnxruntime": "needs onnxruntime-gpu and an NVIDIA GPU (ONNX Runtime's CUDAExecutionProvider)",
+               "torch": "needs an NVIDIA GPU visible to torch (training on --train-device cuda)"}
     for item in items:
-        if item.get_closest_marker("cuda"):
-            item.add_marker(skip)
+        marker = item.get_closest_marker("cuda")
+        needs = marker.kwargs.get("needs", "onnxruntime") if marker else None
+        if needs and not ready[needs]:
+            item.add_marker(pytest.mark.skip(reason=reasons[needs]))
 
 
 @pytest.fixture(autouse=True)

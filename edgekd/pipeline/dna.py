@@ -178,7 +178,7 @@ class BlockwiseTask:
     find_unused_parameters = True  # a sampled path skips layers
 
     def __init__(self, student: BlockwiseStudent, teacher: TeacherBlocks, seed: int) -> None:
-        self.module, self.teacher, self.seed, self.epoch = student, teacher, seed, 0
+        self.module, self.scored, self.teacher, self.seed, self.epoch = student, student, teacher, seed, 0
 
     def prepare(self, device: TrainDevice) -> None:
         self.teacher.to(device.device).eval()

@@ -181,7 +181,7 @@ class SupernetTask:
                  tau: float, seed: int, probe: Tensor) -> None:
         if teacher != "none" and m < 2:
             raise ConfigError(f"a {teacher} teacher needs at least 2 paths per batch, got m={m}")
-        self.supernet, self.module = supernet, Paths(supernet)
+        self.supernet, self.module, self.scored = supernet, Paths(supernet), supernet
         self.m, self.teacher, self.diversity, self.kd_from_epoch, self.tau, self.seed = (
             m, teacher, diversity, kd_from_epoch, tau, seed)
         self.probe, self.epoch, self.sampler = probe, 0, PathSampler(supernet, m, None)

@@ -40,6 +40,7 @@ class DistillTask:
     def __init__(self, model: nn.Module, kd: KDConfig, teacher: TeacherSignal | None = None) -> None:
         self.kd, self.teacher = kd, teacher
         self.learning = teacher is not None and teacher.learns
+        self.scored = model
         self.module = StudentAndTeacher(model, teacher.model) if self.learning else model  # type: ignore[union-attr]
 
     def prepare(self, device: TrainDevice) -> None:

@@ -65,6 +65,8 @@ class Task(Protocol):
 
     module: nn.Module
     """Everything the optimiser trains (wrapped for data-parallel training under torchrun)."""
+    scored: nn.Module
+    """The part of ``module`` an evaluation scores (a student trained with its teacher: the student)."""
     find_unused_parameters: bool
     """Whether a step may leave some of ``module``'s parameters unused (a supernet's unsampled operators)."""
 
@@ -179,8 +181,8 @@ def fit(task: Task, data: Data, split: str, cfg: TrainConfig, runtime: Runtime =
     """Train ``task`` on ``split`` for ``cfg.epochs`` epochs; returns every epoch's stats.
 
     With ``checkpoint``, the state after every epoch (and inside one, at the runtime's step or minute interval) is
-    saved atomically by rank 0 and a later call resumes from it. ``evaluate(module)`` scores the model after each
-    epoch (under torchrun every rank calls it). ``on_epoch`` may raise (Optuna's pruning) to stop early.
+    saved atomically by rank 0 and a later call resumes from it. ``evaluate(task.scored)`` scores the model after
+    each epoch (under torchrun every rank calls it). ``on_epoch`` may raise (Optuna's pruning) to stop early.
     """
     dev, dist = runtime.device, runtime.dist
     module = dev.prepare(task.module)
@@ -219,7 +221,7 @@ def fit(task: Task, data: Data, split: str, cfg: TrainConfig, runtime: Runtime =
         totals = dist.all_sum(at.sums)
         n = totals.pop("_images", 0.0)
         stats = EpochStats(epoch + 1, schedule.lr, {k: v / n for k, v in totals.items()},
-                           evaluate(module) if evaluate else None, seconds, int(n))
+                           evaluate(task.scored) if evaluate else None, seconds, int(n))
         history.append(stats)
         resume = None
         if checkpoint is not None:
