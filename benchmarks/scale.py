@@ -5,8 +5,9 @@
 1. Draws trees of 10 classes of procedurally drawn JPEGs (a shape per class: circle, square, triangle, ...,
    random colour, size, place and background noise), once per size, under --out.
 2. Peak memory: `edgekd distill` (a fixed student, a fixed edgekd-checkpoint teacher, 1 epoch, --workers) on each
-   tree, in its own process; the resident set of the process and of its loader workers is sampled every 0.1 s.
-   Memory must not grow with the number of images: the ratio of the largest tree's peak to the smallest's.
+   tree, in its own process: the peak resident set (VmHWM) of the process, and the peak proportional set size
+   (PSS) of the process with its loader workers, sampled every 0.2 s (PSS counts a page shared by a forked worker
+   once). Memory must not grow with the number of images: the ratio of the largest tree's peak to the smallest's.
 3. Loader speed: images/s the DataLoader delivers with --workers processes (decode, resize, augment) against
    the images/s the trainer consumed in step 2.
 4. Data parallel on the CPU: the same distillation (teacher trained on the spot, 32 px) in one process and in two
@@ -87,31 +88,34 @@ def make_tree(root: Path, images: int, res: int) -> Path:
     return root
 
 
-def _tree_rss_kib(pid: int) -> tuple[int, int]:
-    """(VmHWM of ``pid``, the sum of the current VmRSS of its child processes), in KiB."""
-    def field(p: int, name: str) -> int:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith(name + ":"):
-                    return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+def _field_kib(path: str, name: str) -> int:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(VmHWM of ``pid``, the proportional set size of ``pid`` and its child processes), in KiB. PSS shares each
+    page among the processes that map it, so loader workers forked from the trainer are not counted twice."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     kids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    return field(pid, "VmHWM"), sum(field(k, "VmRSS") for k in kids)
+    pss = sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss") for p in (pid, *kids))
+    return _field_kib(f"/proc/{pid}/status", "VmHWM"), pss
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """Run ``cmd``; returns (wall s, peak RSS of the main process GiB, peak RSS of main + workers GiB)."""
+    """Run ``cmd``; returns (wall s, peak RSS of the main process GiB, peak PSS of main + workers GiB)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     main_peak = total_peak = 0
     while proc.poll() is None:
-        main, workers = _tree_rss_kib(proc.pid)
-        main_peak, total_peak = max(main_peak, main), max(total_peak, main + workers)
-        time.sleep(0.1)
+        main, total = _memory_kib(proc.pid)
+        main_peak, total_peak = max(main_peak, main), max(total_peak, total)
+        time.sleep(0.2)
     out = proc.stdout.read()
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out}")
@@ -193,8 +197,9 @@ def main() -> None:
             [sys.executable, "-m", "edgekd", "distill", "--name", name, "--runs-dir", str(runs)], env)
         curve = json.loads((runs / name / "student" / "curves.json").read_text())[0]
         rss[n], throughput[n] = (main_gib, total_gib), curve["images"] / curve["seconds"]
-        print(f"edgekd distill, {n} images: {wall:.0f} s, peak RSS main {main_gib:.3f} GiB, with loader workers "
-              f"{total_gib:.3f} GiB; trainer consumed {throughput[n]:.0f} images/s", flush=True)
+        print(f"edgekd distill, {n} images: {wall:.0f} s, peak RSS of the process {main_gib:.3f} GiB, peak PSS "
+              f"with its loader workers {total_gib:.3f} GiB; the trainer consumed {throughput[n]:.0f} images/s",
+              flush=True)
     small, large = args.sizes
     big_tree = out / f"tree-{large}-{res}"
     loader = loader_images_per_s(big_tree, res, args.workers, args.batch_size, "none")
@@ -219,7 +224,8 @@ def main() -> None:
         accs[procs] = json.loads((runs / name / "student" / "metrics.json").read_text())["val_acc"]
         print(f"distill at 32 px on {small} images, {procs} process(es): held-out top-1 {accs[procs]:.4f}, "
               f"{wall:.0f} s", flush=True)
-    result = {"rss_ratio": round(rss[large][1] / rss[small][1], 3), "rss_gib": round(rss[large][1], 3),
+    peak = {n: max(r) for n, r in rss.items()}  # the larger of the process's RSS and the tree's PSS
+    result = {"rss_ratio": round(peak[large] / peak[small], 3), "rss_gib": round(peak[large], 3),
               "ddp_acc_diff": round(accs[2] - accs[1], 4), "loader_over_train": round(loader / throughput[large], 2)}
     print(json.dumps(result))
 

@@ -119,3 +119,20 @@ def test_a_killed_rank_stops_the_run_and_the_rerun_resumes_to_the_uninterrupted_
     for a, b in zip(two, killed, strict=True):  # gloo on the CPU is deterministic: the same path, resumed
         assert b["metrics"]["loss"] == pytest.approx(a["metrics"]["loss"], rel=1e-6)
         assert b["eval_acc"] == a["eval_acc"]
+
+
+def test_a_supernet_evaluator_trains_data_parallel_and_rank_0_searches(runs):
+    name = "ennas"
+    options = ["--data", "synthetic", "--resolution", "8", "--teacher-epochs", "1", "--space", "mbv2",
+               "--space-width", "0.25", "--trials", "3", "--evaluator", "ennas", "--target-mmacs", "5",
+               "--supernet-epochs", "4", "--subnets", "2", "--train-device", "cpu", "--threads", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "edgekd",
+           "search", "--name", name, "--runs-dir", str(runs), *options]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = runs / name / "search"
+    history = json.loads((out / "supernet.json").read_text())
+    assert len(history) == 4 and "teacher_acc" in history[3]["metrics"]  # the ensemble teaches from epoch 4
+    assert len(json.loads((out / "trials.json").read_text())) == 3
+    assert json.loads((out / "best.json").read_text())["mmacs"] > 0
