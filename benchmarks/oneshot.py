@@ -79,18 +79,24 @@ def main() -> None:
             supernets[n], data, train_cfg, kd_from_epoch=oneshot.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed, **k))
         print(f"supernet {name}: {walls[name]:.0f} s, last epoch {histories[name][-1]}")
 
+    def gap(stats) -> float | None:
+        """Teacher minus student training-batch accuracy of an epoch (None before KD starts)."""
+        m = stats.metrics
+        return m["teacher_acc"] - m["student_acc"] if "teacher_acc" in m else None
+
     print("\nepoch  gap ensemble  gap single  logit dist DS  logit dist uniform")
     for e in range(args.epochs):
         h = {k: histories[k][e] for k in ("ennas", "single", "ennas_uniform")}
-        gaps = [None if x.teacher_acc is None else x.teacher_acc - x.student_acc for x in (h["ennas"], h["single"])]
+        gaps = [gap(x) for x in (h["ennas"], h["single"])]
         print(f"{e + 1:5d}  " + "  ".join("      -   " if g is None else f"{g:+10.4f}" for g in gaps)
-              + f"  {h['ennas'].logit_distance:13.3f}  {h['ennas_uniform'].logit_distance:18.3f}")
+              + f"  {h['ennas'].metrics['logit_distance']:13.3f}  "
+              f"{h['ennas_uniform'].metrics['logit_distance']:18.3f}")
 
     def mean_gap(name: str) -> float:
-        return statistics.fmean(h.teacher_acc - h.student_acc for h in histories[name] if h.teacher_acc is not None)
+        return statistics.fmean(g for g in map(gap, histories[name]) if g is not None)
 
     def mean_distance(name: str) -> float:
-        return statistics.fmean(h.logit_distance for h in histories[name])
+        return statistics.fmean(h.metrics["logit_distance"] for h in histories[name])
 
     zeta = operator_diversity(supernets["ennas"], data.tensors("mini_train")[0][:64], torch.Generator().manual_seed(0))
     exact = [(DiversitySampler(z, oneshot.subnets).expected_diversity(), uniform_expected_diversity(z))
@@ -128,7 +134,7 @@ def main() -> None:
     ennas_result, search_s = timed(lambda: search(cfg, space, evaluators["ennas"], ctx.latency, reward,
                                                   ctx.stage_dir("search")))
     walls["ennas_search"] = walls["ennas"] + search_s
-    dna_result, select_s = timed(lambda: dna_search(ctx, reward))  # reuses the trained blocks and ratings
+    dna_result, select_s = timed(lambda: dna_search(ctx, reward, student, ratings))  # the trained blocks' ratings
     walls["dna_search"] = walls["dna_train_rate"] + select_s
 
     def standalone_reward(spec) -> float:

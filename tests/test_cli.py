@@ -89,3 +89,15 @@ def test_every_option_of_every_command_says_what_it_does():
             elif text not in shown:  # e.g. "[default: ...]" taken for rich markup and dropped
                 unshown.append((" ".join(path), p.name, text))
     assert not undocumented and not unshown
+
+
+def test_a_missing_gpu_asked_for_is_a_clear_error_not_a_fall_back(tmp_path):
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a CUDA GPU is visible here")
+    result = runner.invoke(app, ["search", "--name", "gpu", "--runs-dir", str(tmp_path), "--train-device", "cuda",
+                                 *TINY])
+    assert result.exit_code == 4
+    assert "no CUDA GPU" in result.output and "--train-device cpu" in result.output
+    assert not (tmp_path / "gpu" / "teacher").exists()  # refused before any training

@@ -11,6 +11,7 @@ epoch, step), not of when the run stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -268,16 +269,8 @@ def _restore(path: Path | None, module: nn.Module, schedule: StepSchedule,
     return history, _Progress(p["epoch"], p["step"], sums, p["task"])
 
 
-class _NoBar:
-    def __enter__(self) -> Callable[[], None]:
-        return lambda: None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _step_bar(steps: int, done: int, dist: DistEnv):
-    """A bar over the steps of a long epoch (on rank 0)."""
+def _step_bar(steps: int, done: int, dist: DistEnv) -> contextlib.AbstractContextManager[Callable[[], None]]:
+    """A bar over the steps of a long epoch (on rank 0); yields its ``advance``."""
     if steps < STEP_BAR_MIN_STEPS or not dist.main:
-        return _NoBar()
+        return contextlib.nullcontext(lambda: None)
     return progress("steps", steps, completed=done)
