@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding run directories.")]
+SignKey = Annotated[Path | None, typer.Option(
+    help="Sign the bundle with this ed25519 private key (PEM; edgekd keygen makes one): writes BUNDLE.sig")]
 Name = Annotated[str, typer.Option("--name", help="Run name: artifacts go to RUNS_DIR/NAME/.")]
 
 Option = tuple[str, str, type, str]
@@ -107,20 +109,25 @@ def _help_with_default(field: str, typ: type, help_: str) -> str:
     return escape(text)  # rich would read "[default: ...]" as markup
 
 
-def _override(field: str, typ: type, value: Any) -> dict[str, Any]:
-    """Dotted config overrides from one option; ``dict`` options take repeated KEY=VALUE pairs."""
-    if value is None or typ is not dict:
-        return {field: value}
+def _pairs(values: list[str]) -> dict[str, float]:
+    """Repeated FORMAT=NUMBER option values as a dict."""
     pairs = {}
-    for item in value:
+    for item in values:
         key, sep, number = item.partition("=")
         try:
-            pairs[f"{field}.{key.strip()}"] = float(number)
+            pairs[key.strip()] = float(number)
         except ValueError:
             raise typer.BadParameter(f"expected FORMAT=NUMBER, got {item!r}") from None
         if not sep:
             raise typer.BadParameter(f"expected FORMAT=NUMBER, got {item!r}")
     return pairs
+
+
+def _override(field: str, typ: type, value: Any) -> dict[str, Any]:
+    """Dotted config overrides from one option; ``dict`` options take repeated KEY=VALUE pairs."""
+    if value is None or typ is not dict:
+        return {field: value}
+    return {f"{field}.{key}": number for key, number in _pairs(value).items()}
 
 
 def with_config_options(*groups: list[Option]) -> Callable[[Command], Command]:
@@ -185,12 +192,13 @@ def _context(name: str, runs_dir: Path, overrides: dict[str, Any]):
 @app.command()
 @handles_errors
 @with_config_options(CONFIG_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
-def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
+def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs"),
+        sign_key: SignKey = None) -> None:
     """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""
     from edgekd.pipeline.run import run_all
 
     cfg = resolve_config(runs_dir / name, {"name": name, **overrides})
-    result = run_all(cfg, runs_dir)
+    result = run_all(cfg, runs_dir, sign_key)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
     console.print(f"[green]done[/] in {sum(result.stage_seconds.values()):.1f}s ({times}); bundle: {result.bundle}")
 
@@ -251,11 +259,13 @@ def export(
     checkpoint: Annotated[Path | None, typer.Option(
         help="Export this checkpoint instead of the run's distilled student (search-free packaging): an edgekd "
              "checkpoint, or a state_dict with arch.json beside it")] = None,
+    sign_key: SignKey = None,
 ) -> None:
-    """Export the student to every format, validate each on the device, package the bundle."""
+    """Export the student to every format, validate each on the device, package the bundle (its sha256 printed and
+    written beside it; signed with --sign-key)."""
     from edgekd.pipeline.run import run_export
 
-    run_export(_context(name, runs_dir, overrides), checkpoint)
+    run_export(_context(name, runs_dir, overrides), checkpoint, sign_key)
 
 
 @app.command()
@@ -278,14 +288,28 @@ def verify(
         help="Fail if the fp32 model's latency drifts more than this fraction from the bundle's figure "
              "(only on the device the bundle was made on)")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the verification report here as JSON")] = None,
+    sha256: Annotated[str | None, typer.Option(
+        "--sha256", help="The bundle's sha256 as printed when it was packaged: any other archive is refused")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        help="ed25519 public key (PEM) whose signature the bundle must carry")] = None,
+    signature: Annotated[Path | None, typer.Option(
+        help=escape("The signature file [default: BUNDLE.sig beside the bundle]"))] = None,
+    max_accuracy_drop: Annotated[list[str] | None, typer.Option(
+        help="FORMAT=POINTS: the CI's largest top-1 drop for FORMAT (repeatable); given, these replace the "
+             "bundle's own limits, and formats not named get edgekd's defaults")] = None,
 ) -> None:
-    """Re-check a bundle's checksums and manifest and re-run its models (exit 7 tampered, 5 regressed)."""
+    """Re-check a bundle's checksums and manifest and re-run its models (exit 7 tampered, 5 regressed).
+
+    A CI gate should pass --sha256 or --public-key (nothing inside a bundle can vouch for the bundle) and its
+    own --max-accuracy-drop limits."""
     from edgekd.config import write_json
     from edgekd.devices import get_device
     from edgekd.pipeline.verify import verify as verify_bundle
     from edgekd.ui import summary
 
-    result = verify_bundle(bundle, get_device(device, devices_file), max_latency_drift)
+    result = verify_bundle(bundle, get_device(device, devices_file), max_latency_drift, expected_sha256=sha256,
+                           public_key=public_key, signature=signature,
+                           max_accuracy_drop=_pairs(max_accuracy_drop) if max_accuracy_drop else None)
     if report:
         write_json(report, result)
     summary(f"verified {result['name']} {result['version']} on {result['device']}", {
@@ -293,7 +317,23 @@ def verify(
              f"{m['top1_agreement']:.4f}, max |logit diff| {m['max_abs_logit_diff']:.2e}, {m['latency_ms']:.4f} ms"
         for fmt, m in result["models"].items()
     })
-    console.print("[green]bundle verified[/]")
+    if not result["authenticated_by"]:
+        console.print("[yellow]note[/]: not authenticated (no --sha256 or --public-key): a rewritten bundle with "
+                      "consistent checksums would pass too")
+    console.print(f"[green]bundle verified[/] (sha256 {result['sha256']}; limits from the "
+                  f"{'CI' if result['limits_from'] == 'ci' else 'bundle'})")
+
+
+@app.command()
+@handles_errors
+def keygen(
+    name: Annotated[Path, typer.Argument(help="Writes NAME.pem (private, mode 600) and NAME.pub.pem (public)")],
+) -> None:
+    """Make an ed25519 key pair for signing bundles (export --sign-key NAME.pem; verify --public-key NAME.pub.pem)."""
+    from edgekd.pipeline.trust import generate_keypair
+
+    private, public = generate_keypair(name)
+    console.print(f"private key {private} (keep it secret), public key {public}")
 
 
 devices_app = typer.Typer(help="The device registry: list it, check a device.", invoke_without_command=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -156,16 +157,23 @@ def load_devices(path: Path | None = None) -> dict[str, NamedDevice]:
     """Every device of the registry, validated; errors name the file, the device and the field."""
     path = registry_path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
+    if _nodes(raw) > MAX_NODES:
+        raise ConfigError(f"{path}: more than {MAX_NODES} values once its aliases are expanded; a device registry "
+                          "is far smaller (an alias bomb?)")
     try:
         registry = _Registry.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_where(err['loc'])}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")
+            f"{_where(err['loc'])}: {err['msg']}" + (f" (got {_SHORT.repr(err['input'])})" if "input" in err else "")
             for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
@@ -175,6 +183,23 @@ def load_devices(path: Path | None = None) -> dict[str, NamedDevice]:
             spec = spec.model_copy(update={"file": str((path.parent / spec.file).resolve())})
         devices[name] = NamedDevice(name=name, spec=spec)
     return devices
+
+
+MAX_NODES = 100_000
+_SHORT = reprlib.Repr(maxlevel=3, maxdict=4, maxlist=4, maxstring=80, maxother=80)
+
+
+def _nodes(value: object, limit: int = MAX_NODES) -> int:
+    """The number of values in ``value`` as YAML aliases expand it, counted up to just past ``limit``."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _where(loc: tuple) -> str:

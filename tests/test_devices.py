@@ -51,3 +51,22 @@ def test_the_shipped_examples_are_valid_entries(tmp_path):
     assert {d.spec.kind for d in devices.values()} == {"local", "ssh", "adb", "tensorrt", "predictor", "nnmeter"}
     assert devices["host-gpu"].spec.provider == "cuda"
     assert devices["pixel7-predicted"].spec.file == str(tmp_path / "predictors" / "pixel7-lut.json")
+
+
+def test_a_binary_registry_and_an_alias_bomb_are_clear_errors_not_hangs(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_devices(binary)
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    lines += ["devices:", "  x:", "    kind: local", "    threads: *a8"]
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="alias bomb"):
+        load_devices(bomb)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("devices:\n  x:\n    kind: local\n    threads: [" + ", ".join(["1"] * 5000) + "]\n")
+    with pytest.raises(ConfigError, match=r"device 'x'") as err:
+        load_devices(wrong)
+    assert len(str(err.value)) < 2000  # the offending value is shown shortened

@@ -1,6 +1,6 @@
 """Data sources, splits and the loaders that stream them (see ``core`` and ``sources``)."""
 
-from edgekd.data.core import SPLITS, Augment, Data, load_data
+from edgekd.data.core import SPLITS, Augment, Data, SplitArray, load_data
 from edgekd.data.sources import READERS, register_source
 
-__all__ = ["READERS", "SPLITS", "Augment", "Data", "load_data", "register_source"]
+__all__ = ["READERS", "SPLITS", "Augment", "Data", "SplitArray", "load_data", "register_source"]

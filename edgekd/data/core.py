@@ -92,6 +92,10 @@ class Data:
         idx = self.index(split)[:limit]
         return self.normalize(self.images(idx)), self.labels[idx]
 
+    def array(self, split: str) -> SplitArray:
+        """The normalized images of ``split`` as a read-only array that reads only the rows sliced from it."""
+        return SplitArray(self, self.index(split))
+
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                augment: Augment = "none", rank: int = 0, world: int = 1, start_batch: int = 0, workers: int = 0,
                pin_memory: bool = False) -> DataLoader:
@@ -123,6 +127,21 @@ class Data:
 
     def steps_per_epoch(self, split: str, batch_size: int) -> int:
         return math.ceil(len(self.index(split)) / batch_size)
+
+
+class SplitArray:
+    """A split's normalized images, N x C x H x W float32, read from the source when sliced (``a[i:j]``), so that
+    code written for an in-memory array (ONNX validation, in batches) streams a split of any size."""
+
+    def __init__(self, data: Data, indices: Tensor) -> None:
+        self.data, self.indices = data, indices
+        self.shape = (len(indices), *data.input_shape)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.data.normalize(self.data.images(self.indices[rows])).numpy()
 
 
 def _as_is(batch):

@@ -130,7 +130,7 @@ def open_run(cfg: RunConfig, runs_root: Path, worker: int | None = None) -> RunC
     check_names(cfg)
     run_dir = runs_root / cfg.name
     if not config_path(run_dir).is_file():  # the Python API skips resolve_config; a run always records its config
-        write_json(config_path(run_dir), cfg.model_dump(mode="json"))
+        write_json(config_path(run_dir), cfg.public_dump())
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
     latency = make_latency_model(device, cache_dir() / "latency.sqlite")

@@ -17,6 +17,7 @@ from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.teacher import save_checkpoint
 from edgekd.train import EpochStats, evaluate, saved_epochs, train
 from edgekd.train.devices import to_cpu
+from edgekd.train.state import read_run_file
 from edgekd.ui import progress
 
 
@@ -69,7 +70,7 @@ def load_student(student_dir: Path) -> Student:
     path = student_dir / "student.pt"
     if not path.is_file():
         raise RunStateError(f"no distilled student at {path}; run `edgekd distill` first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_run_file(path, "delete the student/ folder and run `edgekd distill` again")
     arch = ArchSpec.from_dict(state["arch"])
     model = build(arch)
     model.load_state_dict(state["state_dict"])

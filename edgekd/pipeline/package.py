@@ -159,7 +159,7 @@ def _manifest(ctx: RunContext, student: Student, report: dict, sample: dict, ste
         "thresholds": {"max_accuracy_drop": dict(cfg.export.max_accuracy_drop), "logit_tolerance": LOGIT_TOLERANCE,
                        "max_latency_drift": cfg.export.max_latency_drift},
         "reference": {"file": REFERENCE_FILE, "n": len(sample["labels"]), "pytorch_acc": sample_acc},
-        "run_config": cfg.model_dump(mode="json"),
+        "run_config": cfg.public_dump(),
     }
 
 

@@ -15,7 +15,7 @@ from edgekd.pipeline.distill import Student, distill, load_student
 from edgekd.pipeline.evaluator import Evaluator, KDProxyEvaluator
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
 from edgekd.pipeline.oneshot import blockwise_student, dna_search, supernet_evaluator
-from edgekd.pipeline.package import package
+from edgekd.pipeline.package import package, sha256
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search import (
     SearchResult,
@@ -27,6 +27,7 @@ from edgekd.pipeline.search import (
     search,
     watch_search,
 )
+from edgekd.pipeline.trust import private_key, sign
 from edgekd.pipeline.validate import validate
 from edgekd.ui import console, summary
 
@@ -144,16 +145,24 @@ def run_validate(ctx: RunContext) -> dict:
     return report
 
 
-def run_export(ctx: RunContext, checkpoint: Path | None = None) -> Path:
-    """Export, validate on the device and package the student (or ``checkpoint``); returns the bundle path."""
+def run_export(ctx: RunContext, checkpoint: Path | None = None, sign_key: Path | None = None) -> Path:
+    """Export, validate on the device and package the student (or ``checkpoint``); returns the bundle path.
+
+    The bundle's sha256 is printed and written beside it (BUNDLE.sha256, as sha256sum writes it); with
+    ``sign_key`` the bundle is also signed (BUNDLE.sig)."""
     _one_process(ctx, "export")
+    key = private_key(sign_key) if sign_key else None  # a bad key is refused before any work
     student = adopt_checkpoint(ctx, checkpoint) if checkpoint else load_student(ctx.stage_dir("student"))
     exported = export_student(ctx, student)
     report = validate(ctx, student, exported)
     bundle = package(ctx, student, exported, report)
+    digest = sha256(bundle)
+    bundle.with_name(bundle.name + ".sha256").write_text(f"{digest}  {bundle.name}\n")
+    signed = {"signature": str(sign(bundle, key))} if key else {}
     _validation_summary("export", report["formats"], report["teacher"],
                         {"PyTorch top-1": report["pytorch"]["acc"],
-                         "latency model's figure": f"{report['predicted_latency_ms']:.4f} ms", "bundle": str(bundle)})
+                         "latency model's figure": f"{report['predicted_latency_ms']:.4f} ms", "bundle": str(bundle),
+                         "bundle sha256": digest, **signed})
     return bundle
 
 
@@ -170,15 +179,18 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_all(cfg: RunConfig, runs_root: Path) -> RunSummary:
+def run_all(cfg: RunConfig, runs_root: Path, sign_key: Path | None = None) -> RunSummary:
     """Teacher, search, distill, export, validate, package; each stage resumes from what is on disk."""
     times: dict[str, float] = {}
     start = time.perf_counter()
+    if sign_key:
+        private_key(sign_key)  # a bad key is refused before the teacher is trained
     ctx = open_run(cfg, runs_root)
     _one_process(ctx, "run")
     ctx.teacher_latency_ms()
     times["teacher"] = time.perf_counter() - start
-    for stage, fn in (("search", run_search), ("distill", run_distill), ("export", run_export)):
+    for stage, fn in (("search", run_search), ("distill", run_distill),
+                      ("export", lambda c: run_export(c, sign_key=sign_key))):
         t = time.perf_counter()
         result = fn(ctx)
         times[stage] = time.perf_counter() - t

@@ -32,7 +32,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from edgekd.config import KDConfig, RunConfig, write_json
+from edgekd.config import MASK, KDConfig, RunConfig, mask_url, write_json
 from edgekd.errors import ConfigError
 from edgekd.latency_models import LatencyModel
 from edgekd.latency_models.flops import spec_macs_params
@@ -81,20 +81,25 @@ def check_storage(url: str) -> None:
         sqlalchemy.create_engine(url).dispose()
     except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
         hint = " (PostgreSQL: pip install 'edgekd[postgres]')" if isinstance(exc, ImportError) else ""
-        raise ConfigError(f"study storage {_shown(url)} cannot be used: {exc}{hint}") from None
+        raise ConfigError(f"study storage {mask_url(url)} cannot be used: {exc}{hint}") from None
 
 
-def _shown(url: str) -> str:
-    """``url`` with its password masked, for messages."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return repr(url)
+def _with_password(url: str) -> str:
+    """``url`` as given, or, for a URL read back from a run's config (its password masked there), the URL without
+    a password: PostgreSQL's client then takes it from PGPASSWORD or ~/.pgpass."""
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.password != MASK:
+        return url
+    if not (os.environ.get("PGPASSWORD") or Path("~/.pgpass").expanduser().is_file()):
+        raise ConfigError(f"study storage {mask_url(url)}: run files keep no passwords; pass --storage with the "
+                          "password again, or set PGPASSWORD (or ~/.pgpass)")
+    return parsed.set(password=None).render_as_string(hide_password=False)
 
 
 def open_storage(url: str) -> RDBStorage:
     """``url`` with heartbeats: a worker silent for GRACE_S has its trial failed and retried by the others."""
     check_storage(url)
+    url = _with_password(url)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats are "experimental" since Optuna 2.8
@@ -102,7 +107,7 @@ def open_storage(url: str) -> RDBStorage:
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                               heartbeat_stale_trial_callback=_retry())
         except sqlalchemy.exc.OperationalError as exc:
-            raise ConfigError(f"study storage {_shown(url)} cannot be opened: {exc.orig}") from None
+            raise ConfigError(f"study storage {mask_url(url)} cannot be opened: {exc.orig}") from None
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:

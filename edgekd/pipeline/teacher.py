@@ -21,6 +21,7 @@ from edgekd.errors import DataError
 from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.train import LOCAL, Runtime, evaluate, predict_logits, train
 from edgekd.train.devices import to_cpu
+from edgekd.train.state import read_run_file
 from edgekd.ui import console, progress
 
 
@@ -134,7 +135,7 @@ def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime 
     to_cpu(model).eval()
     if metrics_path.is_file() and read_json(metrics_path).get("source") == source and (
             logits_path.is_file() or not cached):
-        logits = torch.load(logits_path, weights_only=True) if cached else None
+        logits = read_run_file(logits_path, "delete it to compute the logits again") if cached else None
         return Teacher(model, source, read_json(metrics_path)["val_acc"], logits, arch)
     _check_output(model, data, source)
     runtime.device.prepare(model)

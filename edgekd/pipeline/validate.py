@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from edgekd.config import write_json
+from edgekd.data import SplitArray
 from edgekd.devices import NamedDevice
-from edgekd.errors import ValidationFailed
+from edgekd.errors import RunStateError, ValidationFailed
 from edgekd.exporters import Runner, get_format
 from edgekd.exporters.trtexec import Trtexec, board_of
 from edgekd.latency_models.measured import backend_for
@@ -33,8 +34,8 @@ EXACT_FORMATS = ("onnx",)
 EVAL_BATCH = 256
 
 
-def run_batched(run: Runner, images: np.ndarray) -> np.ndarray:
-    """Logits of ``run`` for ``images``, in batches."""
+def run_batched(run: Runner, images: np.ndarray | SplitArray) -> np.ndarray:
+    """Logits of ``run`` for ``images`` (an array, or a split read batch by batch), in batches."""
     return np.concatenate([run(images[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)])
 
 
@@ -68,7 +69,7 @@ def check_format(
 
 
 def validate_artifact(
-    fmt: str, path: Path, images: np.ndarray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice
+    fmt: str, path: Path, images: np.ndarray | SplitArray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice
 ) -> dict[str, Any]:
     """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
 
@@ -95,8 +96,8 @@ def validate_artifact(
 def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> dict[str, Any]:
     """Validate every artifact of ``exported``; writes validation/report.json and report.md."""
     cfg, out = ctx.cfg.export, ctx.stage_dir("validation")
-    images, labels = (t.numpy() for t in ctx.data.tensors("val"))
-    ref = predict_logits(student.model, ctx.data, "val").numpy()
+    images, labels = ctx.data.array("val"), ctx.data.labels[ctx.data.index("val")].numpy()
+    ref = predict_logits(student.model, ctx.data, "val", workers=ctx.runtime.workers).numpy()
     torch_acc = float((ref.argmax(1) == labels).mean())
     predicted_ms = ctx.latency.latency_ms(student.arch)
     teacher = None
@@ -104,7 +105,12 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> di
         teacher = {"acc": ctx.teacher.val_acc, "latency_ms": ctx.teacher_latency_ms()}
     formats = {}
     for fmt, path in exported.items():
-        f = validate_artifact(fmt, path, images, ref, labels, ctx.device)
+        try:
+            f = validate_artifact(fmt, path, images, ref, labels, ctx.device)
+        except (RuntimeError, ValueError, OSError) as exc:  # the runtime cannot load the file (truncated, corrupt)
+            detail = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise RunStateError(f"{path} does not load in its runtime ({type(exc).__name__}: {detail}); run "
+                                "`edgekd export` again to rewrite it") from None
         f["acc_drop_points"] = (torch_acc - f["acc"]) * 100
         f["max_accuracy_drop"] = cfg.max_accuracy_drop.get(fmt, 0.0)
         if teacher:
@@ -154,8 +160,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 def reference_sample(ctx: RunContext, student: Student) -> dict[str, np.ndarray]:
     """The first ``export.reference_images`` held-out images with labels and PyTorch logits, for the bundle."""
-    images, labels = ctx.data.tensors("val")
-    n = min(ctx.cfg.export.reference_images, len(labels))
+    images, labels = ctx.data.tensors("val", limit=ctx.cfg.export.reference_images)
     with torch.no_grad():
-        logits = student.model.eval()(images[:n])
-    return {"images": images[:n].numpy(), "labels": labels[:n].numpy(), "pytorch_logits": logits.numpy()}
+        logits = student.model.eval()(images)
+    return {"images": images.numpy(), "labels": labels.numpy(), "pytorch_logits": logits.numpy()}

@@ -60,6 +60,16 @@ def load_state(path: Path | None) -> dict[str, Any] | None:
     raise RunStateError(f"cannot resume from the training state: {'; '.join(errors)}; delete it to start over")
 
 
+def read_run_file(path: Path, remedy: str) -> Any:
+    """A tensor file of a run directory (weights, cached logits), read without executing code; one that does not
+    load is a RunStateError naming it and ``remedy``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip raise many types for a damaged or planted file
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise RunStateError(f"cannot read {path} ({type(exc).__name__}: {detail}); {remedy}") from None
+
+
 def saved_epochs(path: Path) -> int:
     """Epochs recorded in the training state at ``path`` (0 when there is none yet)."""
     state = load_state(path)

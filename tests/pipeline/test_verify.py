@@ -15,6 +15,7 @@ from edgekd.exporters.onnx import export_onnx
 from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.package import sha256
 from edgekd.pipeline.run import run_all
+from edgekd.pipeline.trust import generate_keypair, private_key, sign
 from edgekd.pipeline.verify import verify
 
 runner = CliRunner()
@@ -28,7 +29,13 @@ def bundle(tmp_path_factory, make_tiny_config):
         # A tiny, briefly trained student loses a few points in int8: the limit is widened for it.
         export = {"formats": ["onnx", "onnx-int8"], "max_accuracy_drop": {"onnx": 0.0, "onnx-int8": 20.0}}
         cfg = make_tiny_config(name="rel", distill={"epochs": 10}, export=export)
-        return run_all(cfg, root / "runs").bundle
+        private, _ = generate_keypair(root / "release")
+        return run_all(cfg, root / "runs", sign_key=private).bundle
+
+
+@pytest.fixture(scope="module")
+def public_key(bundle):
+    return bundle.parents[3] / "release.pub.pem"
 
 
 def _unpack(bundle: Path, into: Path) -> Path:
@@ -133,3 +140,86 @@ def test_cli_exit_codes_gate_ci(bundle, tmp_path):
     assert result.exit_code == 7 and "is a folder; give the NAME-VERSION.tar.gz" in result.output
     result = runner.invoke(app, ["verify", str(bundle), "--max-latency-drift", "1e-9"])
     assert result.exit_code == 5 and "drifts" in result.output  # same device as the bundle: drift is checked
+
+
+def _flipped(bundle: Path, position: int, out: Path) -> Path:
+    data = bytearray(bundle.read_bytes())
+    data[position] ^= 0x01
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_the_packaged_digest_refuses_any_flipped_byte_before_the_bundle_is_opened(bundle, tmp_path, fast_device,
+                                                                                  monkeypatch):
+    digest = sha256(bundle)
+    assert bundle.with_name(bundle.name + ".sha256").read_text() == f"{digest}  {bundle.name}\n"
+    assert verify(bundle, fast_device, expected_sha256=digest.upper())["authenticated_by"] == ["sha256"]
+    size = bundle.stat().st_size
+    # gzip's header and its trailer (CRC-32 and length) byte by byte, and a byte in every 4 KiB between them
+    positions = sorted({*range(10), *range(size - 8, size), *range(10, size - 8, 4096)})
+    monkeypatch.setattr("edgekd.pipeline.verify._extract", lambda *a: pytest.fail("opened an unauthenticated bundle"))
+    for position in positions:
+        with pytest.raises(BundleError, match="not the bundle that was packaged"):
+            verify(_flipped(bundle, position, tmp_path / "f.tar.gz"), fast_device, expected_sha256=digest)
+
+
+def test_a_rewritten_manifest_fails_the_digest_and_the_ci_limits_ignore_the_bundles(bundle, tmp_path, fast_device):
+    """The attack the digest closes: a swapped model with its checksum and a raised limit rewritten into the
+    manifest passes a bare verify, since nothing inside a bundle can vouch for the bundle."""
+    folder = _unpack(bundle, tmp_path / "x")
+    arch = ArchSpec.from_json((folder / "arch.json").read_text())
+    torch.manual_seed(123)
+    export_onnx(build(arch).eval(), arch.input_shape, folder / "model.onnx")
+
+    def forge(m):
+        m["files"]["model.onnx"] = sha256(folder / "model.onnx")
+        m["thresholds"]["max_accuracy_drop"]["onnx"] = 100.0
+
+    _edit_manifest(folder, forge)
+    forged = _repack(folder, tmp_path / "rel-0.1.0.tar.gz")
+    assert verify(forged, fast_device)["passed"]  # unauthenticated and with the bundle's own limits
+    with pytest.raises(BundleError, match="sha256"):
+        verify(forged, fast_device, expected_sha256=sha256(bundle))
+    with pytest.raises(ValidationFailed, match="onnx: top-1 drop"):
+        verify(forged, fast_device, max_accuracy_drop={"onnx": 0.0})
+    with pytest.raises(ValidationFailed, match="onnx: top-1 drop"):  # unnamed formats: edgekd's defaults
+        verify(forged, fast_device, max_accuracy_drop={"onnx-int8": 20.0})
+
+
+def test_a_signed_bundle_verifies_with_its_key_and_not_when_altered_or_re_signed(bundle, public_key, tmp_path,
+                                                                                 fast_device):
+    assert verify(bundle, fast_device, public_key=public_key)["authenticated_by"] == ["signature"]
+    altered = _flipped(bundle, bundle.stat().st_size // 2, tmp_path / bundle.name)
+    (tmp_path / (bundle.name + ".sig")).write_bytes(bundle.with_name(bundle.name + ".sig").read_bytes())
+    with pytest.raises(BundleError, match="altered or signed by another key"):
+        verify(altered, fast_device, public_key=public_key)
+    other, _ = generate_keypair(tmp_path / "attacker")
+    resigned = tmp_path / "resigned" / bundle.name
+    resigned.parent.mkdir()
+    shutil.copy(bundle, resigned)
+    sign(resigned, private_key(other))
+    with pytest.raises(BundleError, match="altered or signed by another key"):
+        verify(resigned, fast_device, public_key=public_key)
+    unsigned = tmp_path / "unsigned" / bundle.name
+    unsigned.parent.mkdir()
+    shutil.copy(bundle, unsigned)
+    with pytest.raises(BundleError, match="not signed"):
+        verify(unsigned, fast_device, public_key=public_key)
+
+
+def test_cli_gate_with_digest_key_and_limits(bundle, public_key, tmp_path):
+    digest = sha256(bundle)
+    ok = runner.invoke(app, ["verify", str(bundle), "--sha256", digest, "--public-key", str(public_key),
+                             "--max-accuracy-drop", "onnx=0", "--max-accuracy-drop", "onnx-int8=20"])
+    assert ok.exit_code == 0, ok.output
+    assert "limits from the CI" in ok.output and digest in ok.output
+    bad = runner.invoke(app, ["verify", str(bundle), "--sha256", "0" * 64])
+    assert bad.exit_code == 7 and "not the bundle that was packaged" in bad.output
+    assert runner.invoke(app, ["verify", str(bundle), "--sha256", "xyz"]).exit_code == 2
+    bare = runner.invoke(app, ["verify", str(bundle)])
+    assert bare.exit_code == 0 and "not authenticated" in bare.output
+    made = runner.invoke(app, ["keygen", str(tmp_path / "k")])
+    assert made.exit_code == 0 and (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
+    assert runner.invoke(app, ["keygen", str(tmp_path / "k")]).exit_code == 2  # never overwritten
+    not_a_key = runner.invoke(app, ["verify", str(bundle), "--public-key", str(bundle)])
+    assert not_a_key.exit_code == 2 and "not an unencrypted PEM public key" in not_a_key.output
