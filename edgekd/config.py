@@ -125,7 +125,7 @@ class ExportConfig(_Model):
         "onnx": 0.0, "onnx-fp16": 0.5, "onnx-int8": 1.0, "tensorrt": 0.5, "tensorrt-fp16": 0.5, "tensorrt-int8": 1.0
     }
     """Largest top-1 drop from the PyTorch student, in points, per format; a larger drop fails validation."""
-    max_latency_drift: Annotated[float, Field(gt=0, le=100)] | None = None
+    max_latency_drift: Annotated[float, Field(gt=0, le=1000)] | None = None
     """Largest |measured - predicted| / predicted latency of the fp32 model on the device; None: not checked."""
 
     @field_validator("formats", mode="before")

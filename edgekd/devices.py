@@ -186,7 +186,8 @@ def load_devices(path: Path | None = None) -> dict[str, NamedDevice]:
 
 
 MAX_NODES = 100_000
-_SHORT = reprlib.Repr(maxlevel=3, maxdict=4, maxlist=4, maxstring=80, maxother=80)
+_SHORT = reprlib.Repr()  # values in error messages, shortened (an alias bomb's would never end)
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 80, 80
 
 
 def _nodes(value: object, limit: int = MAX_NODES) -> int:

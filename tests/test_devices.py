@@ -70,3 +70,24 @@ def test_a_binary_registry_and_an_alias_bomb_are_clear_errors_not_hangs(tmp_path
     with pytest.raises(ConfigError, match=r"device 'x'") as err:
         load_devices(wrong)
     assert len(str(err.value)) < 2000  # the offending value is shown shortened
+
+
+def test_scratch_folders_of_dead_processes_are_swept(tmp_path):
+    import subprocess
+    import sys
+
+    from edgekd.scratch import sweep
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    import os
+
+    left = tmp_path / f"edgekd-lat-{dead}-abc123"
+    (left / "model.onnx").parent.mkdir()
+    (left / "model.onnx").write_bytes(b"x")
+    mine = tmp_path / f"edgekd-lat-{os.getpid()}-def456"
+    mine.mkdir()
+    other = tmp_path / "unrelated-1-2"
+    other.mkdir()
+    assert sweep(tmp_path) == 1
+    assert not left.exists() and mine.exists() and other.exists()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +37,7 @@ from edgekd.exporters import open_in_onnxruntime, register_format
 from edgekd.exporters.onnx import fp32_onnx
 from edgekd.ort import INPUT_NAME, onnxruntime_version
 from edgekd.pipeline.arch import ArchSpec
+from edgekd.scratch import scratch_dir
 
 CALIBRATION_BATCH = 32
 
@@ -144,7 +144,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray,
     with the settings ``INT8_SCHEMES[runtime]`` of the runtime that will run it."""
     if calibration is None or len(calibration) == 0:
         raise ConfigError("int8 quantization needs calibration images (options['calibration'], float32 NCHW)")
-    with tempfile.TemporaryDirectory(prefix="edgekd-int8-") as tmp:
+    with scratch_dir("int8") as tmp:
         friendly, prepared = Path(tmp) / "friendly.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(int8_friendly(onnx.load(fp32_path)), friendly)
         quant_pre_process(str(friendly), str(prepared), skip_symbolic_shape=True)
@@ -160,6 +160,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray,
 @register_format("onnx-int8", open_in_onnxruntime, onnxruntime_version)
 def onnx_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-int8.onnx``: the fp32 export, statically quantized with ``options['calibration']``."""
-    with tempfile.TemporaryDirectory(prefix="edgekd-int8-") as tmp:
+    with scratch_dir("int8") as tmp:
         fp32 = fp32_onnx(model, spec, Path(tmp) / "model.onnx", options)
         return quantize_int8(fp32, out_dir / "model-int8.onnx", options.get("calibration"))

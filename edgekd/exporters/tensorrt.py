@@ -11,7 +11,6 @@ GPU every local entry point raises DeviceError naming what is missing.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.exporters.trtexec import MAX_BATCH, Trtexec, board_of
 from edgekd.ort import INPUT_NAME, OUTPUT_NAME
 from edgekd.pipeline.arch import ArchSpec
+from edgekd.scratch import scratch_dir
 
 WORKSPACE_BYTES = 1 << 30
 
@@ -116,7 +116,7 @@ def _engine(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, 
     if board is None:
         require_tensorrt()
     suffix = "" if precision == "fp32" else f"-{precision}"
-    with tempfile.TemporaryDirectory(prefix="edgekd-trt-") as tmp:
+    with scratch_dir("trt") as tmp:
         onnx_path = fp32_onnx(model, spec, Path(tmp) / "model.onnx", options)
         if precision == "int8":
             onnx_path = quantize_int8(onnx_path, Path(tmp) / "model-int8.onnx", options.get("calibration"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from edgekd.errors import DeviceError
 from edgekd.latency_models import Measurement
 from edgekd.latency_models.ssh import SshBackend
 from edgekd.ort import INPUT_NAME, OUTPUT_NAME, Runner
+from edgekd.scratch import scratch_dir
 
 MAX_BATCH = 256
 """Largest batch of every TensorRT engine edgekd builds (here or on a board); engines are optimized for 1."""
@@ -73,7 +73,7 @@ class Trtexec:
         return run
 
     def _infer(self, remote_engine: str, x: np.ndarray) -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix="edgekd-trtexec-") as tmp:
+        with scratch_dir("trtexec") as tmp:
             inputs = Path(tmp) / "input.bin"
             inputs.write_bytes(np.ascontiguousarray(x, dtype="<f4").tobytes())
             remote_inputs = self.board.upload(inputs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +15,7 @@ from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.latency_models import Measurement
 from edgekd.latency_models.cache import MeasurementCache
 from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.scratch import scratch_dir
 
 
 class Backend(Protocol):
@@ -57,7 +57,7 @@ class MeasuredLatency:
 
     def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Measurement:
         """Time any module (a torchvision teacher, say) on this device; not cached."""
-        with tempfile.TemporaryDirectory(prefix="edgekd-lat-") as tmp:
+        with scratch_dir("lat") as tmp:
             return self.measure_onnx(export_onnx(model, input_shape, Path(tmp) / "model.onnx"), input_shape)
 
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
@@ -73,7 +73,7 @@ class MeasuredLatency:
         found = {s.id: self.cache.get(s.id, key, self.backend.runtime) for s in specs}
         todo = list({s.id: s for s in specs if found[s.id] is None}.values())
         if todo:
-            with tempfile.TemporaryDirectory(prefix="edgekd-lat-") as tmp:
+            with scratch_dir("lat") as tmp:
                 paths = [self._export(s, Path(tmp)) for s in todo]
                 if hasattr(self.backend, "measure_many"):
                     measured = self.backend.measure_many(paths)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from edgekd.devices import NnMeterDevice
 from edgekd.errors import DeviceError
 from edgekd.exporters.onnx import export_onnx
 from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.scratch import scratch_dir
 
 
 def _nn_meter():
@@ -63,7 +63,7 @@ class NnMeterLatency:
 
     def latency_ms(self, spec: ArchSpec) -> float:
         if spec.id not in self._cache:
-            with tempfile.TemporaryDirectory(prefix="edgekd-nnmeter-") as tmp:
+            with scratch_dir("nnmeter") as tmp:
                 path = export_onnx(build(spec), spec.input_shape, Path(tmp) / "model.onnx", simplify=True)
                 self._cache[spec.id] = float(self.predictor.predict(str(path), model_type="onnx"))
         return self._cache[spec.id]

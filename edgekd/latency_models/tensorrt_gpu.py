@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from edgekd.devices import TensorRTDevice
@@ -10,6 +9,7 @@ from edgekd.errors import DeviceError
 from edgekd.exporters.tensorrt import build_engine, open_engine, require_tensorrt, tensorrt_version
 from edgekd.latency_models import Measurement
 from edgekd.latency_models.timing import time_runner
+from edgekd.scratch import scratch_dir
 
 
 class TensorRTBackend:
@@ -22,7 +22,7 @@ class TensorRTBackend:
 
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
         s = self.spec
-        with tempfile.TemporaryDirectory(prefix="edgekd-trt-") as tmp:
+        with scratch_dir("trt") as tmp:
             engine = build_engine(path, Path(tmp) / "model.plan", input_shape, s.precision)
             return time_runner(open_engine(engine), input_shape, s.warmup, s.repeats, 1, self.runtime, s.batch_size)
 

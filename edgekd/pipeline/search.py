@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from edgekd.pipeline.evaluator import Evaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace
 from edgekd.pipeline.strategies import make_strategy
+from edgekd.scratch import alive
 from edgekd.ui import console, progress
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,6 +53,8 @@ KD_TAUS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 KD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The KD settings searched with ``search_kd``: AutoKD's ranges, temperature 1..10 and weight 0..1."""
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 20, 120, 3
+ORPHAN_AGE_S = GRACE_S
+"""A RUNNING trial with no owner (its process died right after creating it) is failed once this old."""
 EVALUATION_SETTINGS = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights", "proxy",
                        "evaluator", "oneshot", "augment")
 """The study settings an evaluation's result depends on (besides the architecture and its KD settings)."""
@@ -154,23 +158,24 @@ def _worker_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _orphaned(t: FrozenTrial, host: str) -> bool:
+    """Whether RUNNING trial ``t`` has no living owner: its process on this host is dead, or it has no owner at
+    all (its process died between creating it and its first instant, before any heartbeat) and is older than the
+    heartbeat's grace period."""
+    owner = t.user_attrs.get("worker")
+    if owner is None:
+        started = t.datetime_start
+        return started is not None and (datetime.now() - started).total_seconds() > ORPHAN_AGE_S
+    owner_host, _, pid = owner.rpartition(":")
+    return owner_host == host and not alive(int(pid))
 
 
 def recover_dead_local_trials(study: optuna.Study) -> int:
     """Fail and requeue the RUNNING trials of dead processes on this host (without waiting for the heartbeat's
-    grace period, which covers other machines); returns how many."""
+    grace period, which covers other machines) and those that never had an owner; returns how many."""
     host, retried = socket.gethostname(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner_host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
-        if owner_host != host or _alive(int(pid)):
+        if not _orphaned(t, host):
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

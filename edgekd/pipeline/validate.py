@@ -18,7 +18,7 @@ import torch
 from edgekd.config import write_json
 from edgekd.data import SplitArray
 from edgekd.devices import NamedDevice
-from edgekd.errors import RunStateError, ValidationFailed
+from edgekd.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.exporters import Runner, get_format
 from edgekd.exporters.trtexec import Trtexec, board_of
 from edgekd.latency_models.measured import backend_for
@@ -107,7 +107,9 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> di
     for fmt, path in exported.items():
         try:
             f = validate_artifact(fmt, path, images, ref, labels, ctx.device)
-        except (RuntimeError, ValueError, OSError) as exc:  # the runtime cannot load the file (truncated, corrupt)
+        except EdgeKDError:
+            raise
+        except Exception as exc:  # a runtime's own error types for a file it cannot load (truncated, corrupt)
             detail = (str(exc).strip().splitlines() or [""])[0][:300]
             raise RunStateError(f"{path} does not load in its runtime ({type(exc).__name__}: {detail}); run "
                                 "`edgekd export` again to rewrite it") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from edgekd.errors import BundleError, ValidationFailed
 from edgekd.pipeline.package import Manifest, sha256
 from edgekd.pipeline.trust import check_digest, check_signature
 from edgekd.pipeline.validate import EXACT_FORMATS, check_format, validate_artifact
+from edgekd.scratch import scratch_dir
 
 
 def _extract(bundle: Path, into: Path) -> Path:
@@ -98,7 +98,7 @@ def verify(bundle: Path, device: NamedDevice, max_latency_drift: float | None = 
         check_digest(bundle, expected_sha256)
     if bundle.is_file() and public_key is not None:
         check_signature(bundle, public_key, signature)
-    with tempfile.TemporaryDirectory(prefix="edgekd-verify-") as tmp:
+    with scratch_dir("verify") as tmp:
         root = _extract(bundle, Path(tmp))
         manifest = _manifest(root)
         _check_files(root, manifest)

@@ -118,3 +118,7 @@ def test_validate_turns_a_broken_limit_into_exit_5_with_the_report_written(tmp_p
     assert runner.invoke(app, ["validate", *base, "--max-latency-drift", "1000"]).exit_code == 0
     result = runner.invoke(app, ["validate", *base, "--max-accuracy-drop", "onnx"])
     assert result.exit_code == 2 and "FORMAT=NUMBER" in result.output
+    model = runs / "rel" / "export" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:200])  # truncated by a full disk
+    result = runner.invoke(app, ["validate", *base])
+    assert result.exit_code == 6 and f"{model} does not load" in " ".join(result.output.split())

@@ -91,6 +91,20 @@ def test_a_killed_worker_s_running_trial_is_failed_and_retried(setup):
     assert again.specs == [space.decode(orphan_choices).id]
 
 
+def test_a_trial_whose_process_died_before_owning_it_is_failed_and_retried(setup, monkeypatch):
+    cfg, space, proxy, latency, reward, out = setup
+    search(cfg, space, proxy, latency, reward, out)
+    study = optuna.load_study(study_name="tiny", storage=storage_url(out))
+    orphan = study.ask()  # killed between creating the trial and its first instant: no owner, no heartbeat
+    choices = {k: orphan.suggest_categorical(k, v) for k, v in space.choices.items()}
+    monkeypatch.setattr("edgekd.pipeline.search.ORPHAN_AGE_S", 0.0)  # instead of waiting the grace period
+    grown = cfg.model_copy(update={"search": cfg.search.model_copy(update={"trials": 3})})
+    again = CountingEvaluator(proxy)
+    search(grown, space, again, latency, reward, out)
+    assert _states(out) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert again.specs == [space.decode(choices).id]
+
+
 def test_pareto_front_keeps_only_non_dominated_points():
     recs = [{"acc": 0.9, "latency_ms": 2.0}, {"acc": 0.8, "latency_ms": 1.0}, {"acc": 0.7, "latency_ms": 1.5},
             {"acc": 0.9, "latency_ms": 3.0}]

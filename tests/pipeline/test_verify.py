@@ -164,26 +164,26 @@ def test_the_packaged_digest_refuses_any_flipped_byte_before_the_bundle_is_opene
 
 
 def test_a_rewritten_manifest_fails_the_digest_and_the_ci_limits_ignore_the_bundles(bundle, tmp_path, fast_device):
-    """The attack the digest closes: a swapped model with its checksum and a raised limit rewritten into the
+    """The attack the digest closes: a swapped int8 model with its checksum and a raised limit rewritten into the
     manifest passes a bare verify, since nothing inside a bundle can vouch for the bundle."""
     folder = _unpack(bundle, tmp_path / "x")
     arch = ArchSpec.from_json((folder / "arch.json").read_text())
     torch.manual_seed(123)
-    export_onnx(build(arch).eval(), arch.input_shape, folder / "model.onnx")
+    export_onnx(build(arch).eval(), arch.input_shape, folder / "model-int8.onnx")  # untrained weights
 
     def forge(m):
-        m["files"]["model.onnx"] = sha256(folder / "model.onnx")
-        m["thresholds"]["max_accuracy_drop"]["onnx"] = 100.0
+        m["files"]["model-int8.onnx"] = sha256(folder / "model-int8.onnx")
+        m["thresholds"]["max_accuracy_drop"]["onnx-int8"] = 100.0
 
     _edit_manifest(folder, forge)
     forged = _repack(folder, tmp_path / "rel-0.1.0.tar.gz")
     assert verify(forged, fast_device)["passed"]  # unauthenticated and with the bundle's own limits
     with pytest.raises(BundleError, match="sha256"):
         verify(forged, fast_device, expected_sha256=sha256(bundle))
-    with pytest.raises(ValidationFailed, match="onnx: top-1 drop"):
+    with pytest.raises(ValidationFailed, match="onnx-int8: top-1 drop"):
+        verify(forged, fast_device, max_accuracy_drop={"onnx": 0.0, "onnx-int8": 20.0})
+    with pytest.raises(ValidationFailed, match="onnx-int8: top-1 drop"):  # unnamed formats: edgekd's defaults
         verify(forged, fast_device, max_accuracy_drop={"onnx": 0.0})
-    with pytest.raises(ValidationFailed, match="onnx: top-1 drop"):  # unnamed formats: edgekd's defaults
-        verify(forged, fast_device, max_accuracy_drop={"onnx-int8": 20.0})
 
 
 def test_a_signed_bundle_verifies_with_its_key_and_not_when_altered_or_re_signed(bundle, public_key, tmp_path,
@@ -208,16 +208,19 @@ def test_a_signed_bundle_verifies_with_its_key_and_not_when_altered_or_re_signed
 
 
 def test_cli_gate_with_digest_key_and_limits(bundle, public_key, tmp_path):
-    digest = sha256(bundle)
+    digest, report = sha256(bundle), tmp_path / "verify.json"
     ok = runner.invoke(app, ["verify", str(bundle), "--sha256", digest, "--public-key", str(public_key),
-                             "--max-accuracy-drop", "onnx=0", "--max-accuracy-drop", "onnx-int8=20"])
+                             "--max-accuracy-drop", "onnx=0", "--max-accuracy-drop", "onnx-int8=20",
+                             "--report", str(report)])
     assert ok.exit_code == 0, ok.output
-    assert "limits from the CI" in ok.output and digest in ok.output
+    written = json.loads(report.read_text())
+    assert written["limits_from"] == "ci" and written["sha256"] == digest
+    assert written["authenticated_by"] == ["sha256", "signature"]
     bad = runner.invoke(app, ["verify", str(bundle), "--sha256", "0" * 64])
     assert bad.exit_code == 7 and "not the bundle that was packaged" in bad.output
     assert runner.invoke(app, ["verify", str(bundle), "--sha256", "xyz"]).exit_code == 2
-    bare = runner.invoke(app, ["verify", str(bundle)])
-    assert bare.exit_code == 0 and "not authenticated" in bare.output
+    bare = runner.invoke(app, ["verify", str(bundle), "--report", str(report)])
+    assert bare.exit_code == 0 and json.loads(report.read_text())["authenticated_by"] == []
     made = runner.invoke(app, ["keygen", str(tmp_path / "k")])
     assert made.exit_code == 0 and (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
     assert runner.invoke(app, ["keygen", str(tmp_path / "k")]).exit_code == 2  # never overwritten
