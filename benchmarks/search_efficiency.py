@@ -64,15 +64,16 @@ def run(strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) ->
     """One search of the table: best complete reward and cumulative epochs after each trial."""
     from edgekd.config import RunConfig, SearchConfig, TrainConfig
     from edgekd.pipeline.search import TrialObjective, run_trials
-    from edgekd.pipeline.strategies import make_strategy
+    from edgekd.pipeline.strategies import TrialSeededSampler, make_strategy
 
     epochs = len(next(iter(rows.values()))["acc"])
     cfg = RunConfig(seed=seed, search=SearchConfig(strategy=strategy, trials=trials,
                                                    proxy=TrainConfig(epochs=epochs, batch_size=64)))
     s = make_strategy(strategy, seed, epochs)
     # a fixed name: Hyperband assigns trials to brackets by a hash of the study name and the trial number
+    sampler = TrialSeededSampler(lambda sd: make_strategy(strategy, sd, epochs).sampler, seed)  # as `edgekd search`
     study = optuna.create_study(study_name=f"{strategy}-seed{seed}", directions=list(s.directions),
-                                sampler=s.sampler, pruner=s.pruner)
+                                sampler=sampler, pruner=s.pruner)
     evaluator = TableEvaluator(rows)
     best, spent = [], []
 

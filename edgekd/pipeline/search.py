@@ -41,7 +41,7 @@ from edgekd.pipeline.arch import ArchSpec
 from edgekd.pipeline.evaluator import Evaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace
-from edgekd.pipeline.strategies import make_strategy
+from edgekd.pipeline.strategies import TrialSeededSampler, make_strategy
 from edgekd.scratch import alive
 from edgekd.ui import console, progress
 
@@ -136,7 +136,8 @@ def study_settings(cfg: RunConfig) -> dict[str, Any]:
 
 def open_study(cfg: RunConfig, out_dir: Path, worker: int = 0) -> optuna.Study:
     """Create or load the run's study, checking that it was made with the same settings, and give it the
-    strategy's sampler (seeded past the trials already drawn, so a resumed sampler does not replay them)."""
+    strategy's sampler, seeded per trial (a resumed search draws what an uninterrupted one would; each
+    ``worker`` of a study has seeds of its own)."""
     name, s = cfg.search.study or cfg.name, cfg.search
     strategy = make_strategy(s.strategy, cfg.seed, s.proxy.epochs)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +150,8 @@ def open_study(cfg: RunConfig, out_dir: Path, worker: int = 0) -> optuna.Study:
     elif saved != settings:
         diffs = ", ".join(f"{k}: study {saved.get(k)!r}, here {v!r}" for k, v in settings.items() if saved.get(k) != v)
         raise ConfigError(f"study {name!r} was made with other settings ({diffs})")
-    seed = cfg.seed + 7919 * worker + len(study.get_trials(deepcopy=False))
-    study.sampler = make_strategy(s.strategy, seed, s.proxy.epochs).sampler
+    study.sampler = TrialSeededSampler(lambda seed: make_strategy(s.strategy, seed, s.proxy.epochs).sampler,
+                                       cfg.seed + 7919 * worker)
     return study
 
 
