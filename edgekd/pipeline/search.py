@@ -42,6 +42,7 @@ from edgekd.pipeline.evaluator import Evaluator
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.space import SearchSpace
 from edgekd.pipeline.strategies import TrialSeededSampler, make_strategy
+from edgekd.pipeline.strategies.distinct import whole_study
 from edgekd.scratch import alive
 from edgekd.ui import console, progress
 
@@ -49,6 +50,13 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").propagate = False
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+IN_HAND = (*FINISHED, TrialState.RUNNING)
+"""Trials that count toward ``--trials``: finished, or being evaluated by a worker."""
+
+
+class SurplusTrial(Exception):
+    """A trial created after the study already held ``--trials`` finished or running ones (two workers asked at
+    the same moment): it is failed unevaluated, so that exactly ``--trials`` finish."""
 KD_TAUS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0)
 KD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The KD settings searched with ``search_kd``: AutoKD's ranges, temperature 1..10 and weight 0..1."""
@@ -213,6 +221,12 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr("worker", _worker_tag())
+        study = whole_study(trial.study)
+        ahead = sum(1 for t in study.get_trials(deepcopy=False, states=IN_HAND) if t.number < trial.number)
+        if ahead >= self.cfg.search.trials:
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise SurplusTrial(f"trial {trial.number}: the study holds {ahead} trials already")
         spec = self.space.decode({n: trial.suggest_categorical(n, v) for n, v in self.space.choices.items()})
         kd = self.kd_of(trial)
         mmacs, mparams = spec_macs_params(spec)
@@ -267,12 +281,15 @@ def run_trials(study: optuna.Study, objective: TrialObjective, trials: int,
                on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Run trials in this process until the study has ``trials`` finished (complete or pruned) ones.
 
-    After each trial, the trials of dead worker processes on this host are failed and queued again."""
-    if finished(study) >= trials:
+    A worker stops once finished and running trials (its own and other workers') reach ``trials``, so several
+    workers do not overshoot. After each trial, the trials of dead worker processes on this host are failed and
+    queued again (and then run by whichever worker goes on)."""
+    recover_dead_local_trials(study)
+    if len(study.get_trials(deepcopy=False, states=IN_HAND)) >= trials:
         return
-    callbacks = [MaxTrialsCallback(trials, states=FINISHED), lambda s, _t: recover_dead_local_trials(s)]
+    callbacks = [lambda s, _t: recover_dead_local_trials(s), MaxTrialsCallback(trials, states=IN_HAND)]
     callbacks += [on_trial] if on_trial else []
-    study.optimize(objective, callbacks=callbacks, gc_after_trial=False)
+    study.optimize(objective, callbacks=callbacks, gc_after_trial=False, catch=(SurplusTrial,))
 
 
 def search(cfg: RunConfig, space: SearchSpace, evaluator: Evaluator, latency: LatencyModel, reward: Reward,
