@@ -1,11 +1,13 @@
 """Temporary folders for one piece of work (a measurement, a quantization, an engine build, a verification).
 
 Each is named ``edgekd-KIND-PID-XXXX`` in the system temp directory. A process killed mid-work cannot remove its
-own; the next folder made sweeps away those of this user's processes that are gone.
+own; the next edgekd process, when it makes its first one, sweeps away those of this user's processes that are
+gone.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -41,9 +43,14 @@ def sweep(root: Path | None = None) -> int:
     return removed
 
 
+@functools.cache
+def _sweep_once() -> int:
+    return sweep()
+
+
 @contextmanager
 def scratch_dir(kind: str) -> Iterator[Path]:
-    """A fresh temporary folder, removed on exit (and by a later :func:`sweep` if this process is killed)."""
-    sweep()
+    """A fresh temporary folder, removed on exit (and by a later process's :func:`sweep` if this one is killed)."""
+    _sweep_once()
     with tempfile.TemporaryDirectory(prefix=f"edgekd-{kind}-{os.getpid()}-") as tmp:
         yield Path(tmp)

@@ -165,10 +165,6 @@ class SplitDataset(Dataset):
             x = torch.stack([self._augment(img, int(i)) for img, i in zip(x, idx, strict=True)])
         return x, self.data.labels[idx], idx
 
-    def __getitem__(self, position: int):
-        x, y, i = self.__getitems__([position])
-        return x[0], y[0], i[0]
-
     def _augment(self, image: Tensor, index: int) -> Tensor:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 10_000_019 + index)

@@ -114,11 +114,10 @@ def training_runtime(cfg: RunConfig, data: Data, worker: int | None = None) -> R
     torch's CPU threads and the loader workers for ``data``. ``worker`` (a ``--jobs`` search process) gets its
     share of the CPU threads and, on a host with several GPUs, a GPU of its own."""
     r = cfg.runtime
-    device = resolve_device(r.train_device, r.amp, worker)
+    torchrun = distributed.launched_by_torchrun()
+    device = resolve_device(r.train_device, r.amp, distributed.local_rank() if torchrun else worker)
     dist = distributed.setup(device.kind)
-    if dist.active:
-        device = resolve_device(device.kind, r.amp, dist.local_rank)
-        console.quiet = console.quiet or not dist.main
+    console.quiet = console.quiet or not dist.main
     set_threads(r.threads, share=cfg.search.jobs if worker is not None else dist.local_world)
     workers = r.workers if r.workers is not None else 0 if data.source.in_memory else min(4, usable_cores())
     return Runtime(device, dist, workers, cfg.augment, r.checkpoint_steps, r.checkpoint_minutes)

@@ -59,6 +59,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def local_rank() -> int:
+    """This process's rank on its host (0 outside torchrun): which of the host's GPUs it trains on."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
 def setup(device_kind: str) -> DistEnv:
     """Join the process group torchrun describes (once per process) and return this process's place in it."""
     global _current
@@ -67,12 +72,12 @@ def setup(device_kind: str) -> DistEnv:
     if _current.active:
         return _current
     env = DistEnv(rank=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]),
-                  local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                  local_rank=local_rank(),
                   local_world=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])))
     if device_kind not in ("cpu", "cuda"):
         raise ConfigError(f"torchrun trains on CPUs (gloo) or CUDA GPUs (NCCL), not on {device_kind}")
     if device_kind == "cuda":
-        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())  # NCCL's device for this rank
     dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", timeout=timedelta(minutes=30))
     _current = env
     return env
