@@ -27,7 +27,7 @@ WARMUP, REPEATS = 20, 200
 
 def quickstart_student(run: Path | None):
     """(student model, data) of a finished default run, running one first if ``run`` is None."""
-    from edgekd.config import RunConfig, read_json
+    from edgekd.core.config import RunConfig, read_json
     from edgekd.data import load_data
     from edgekd.pipeline.distill import load_student
     from edgekd.pipeline.run import run_all
@@ -45,7 +45,7 @@ def mobilenet_student(epochs: int):
     """torchvision's mobilenet_v3_small with a one-channel stem, trained on digits at 32x32 with hard labels."""
     import torchvision
 
-    from edgekd.config import TrainConfig
+    from edgekd.core.config import TrainConfig
     from edgekd.data import load_data
     from edgekd.train import train
 
@@ -67,9 +67,9 @@ def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path, provider:
     included on both sides)."""
     from edgekd.exporters.onnx import export_onnx
     from edgekd.exporters.onnx_int8 import quantize_int8
-    from edgekd.latency_models.timing import time_runner
-    from edgekd.ort import open_onnx
     from edgekd.pipeline.validate import run_batched
+    from edgekd.runtime.ort import open_onnx
+    from edgekd.runtime.timing import time_runner
 
     torch.set_num_threads(1)  # the same single thread ONNX Runtime gets
     images, labels = (t.numpy() for t in data.tensors("val"))

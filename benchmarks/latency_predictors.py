@@ -47,11 +47,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="edgekd-predictors-"))
     os.environ.setdefault("EDGEKD_CACHE", str(args.cache or root / "cache"))
 
-    from edgekd.devices import get_device
+    from edgekd.core.devices import get_device
     from edgekd.latency_models.measured import MeasuredLatency
     from edgekd.pipeline.context import cache_dir
     from edgekd.pipeline.profile import profile_device, sample_archs
-    from edgekd.pipeline.space import make_space
+    from edgekd.spaces import make_space
 
     space = make_space("mnas", 16, 1, 10, width=0.25)
     latency = MeasuredLatency(get_device("host-cpu"), cache_dir() / "latency.sqlite")

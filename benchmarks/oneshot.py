@@ -41,17 +41,17 @@ def main() -> None:
     import torch
     from scipy.stats import kendalltau
 
-    from edgekd.config import OneShotConfig, RunConfig, SearchConfig, TrainConfig
+    from edgekd.core.arch import build
+    from edgekd.core.config import OneShotConfig, RunConfig, SearchConfig, TrainConfig
+    from edgekd.evaluators.dna import path_loss
+    from edgekd.evaluators.ennas import DiversitySampler, operator_diversity, train_supernet, uniform_expected_diversity
+    from edgekd.evaluators.proxy import KDProxyEvaluator
+    from edgekd.evaluators.supernet import Supernet, SupernetEvaluator
     from edgekd.latency_models.flops import count_macs_params
-    from edgekd.pipeline.arch import build
     from edgekd.pipeline.context import open_run
-    from edgekd.pipeline.dna import path_loss
-    from edgekd.pipeline.ennas import DiversitySampler, operator_diversity, train_supernet, uniform_expected_diversity
-    from edgekd.pipeline.evaluator import KDProxyEvaluator, SupernetEvaluator
-    from edgekd.pipeline.oneshot import LayerMacs, blockwise_student, dna_search
+    from edgekd.pipeline.search.oneshot import LayerMacs, blockwise_student, dna_search
     from edgekd.pipeline.reward import Reward
-    from edgekd.pipeline.search import search
-    from edgekd.pipeline.supernet import Supernet
+    from edgekd.pipeline.search.objective import search
 
     root = Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=32)

@@ -26,7 +26,7 @@ def main() -> None:
     # A fresh measurement cache: nothing measured by an earlier run is reused.
     os.environ["EDGEKD_CACHE"] = str(root / "cache")
 
-    from edgekd.config import RunConfig, read_json
+    from edgekd.core.config import RunConfig, read_json
     from edgekd.pipeline.run import run_all
 
     start = time.perf_counter()

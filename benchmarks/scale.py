@@ -123,7 +123,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, flo
 
 
 def student_arch(res: int, channels: int = 3, classes: int = 10):
-    from edgekd.pipeline.arch import ArchSpec, BlockSpec
+    from edgekd.core.arch import ArchSpec, BlockSpec
 
     blocks = (BlockSpec(op="conv", kernel=3, out_channels=16, stride=2),
               BlockSpec(op="mbconv", kernel=3, expand=3, out_channels=24, stride=2),
@@ -135,7 +135,7 @@ def student_arch(res: int, channels: int = 3, classes: int = 10):
 
 def prepare_run(runs: Path, name: str, overrides: dict) -> Path:
     """A run directory whose search picked ``student_arch``: `edgekd distill` trains it."""
-    from edgekd.config import resolve_config, write_json
+    from edgekd.core.config import resolve_config, write_json
 
     cfg = resolve_config(runs / name, {"name": name, **overrides})
     arch = student_arch(cfg.resolution or 32)
@@ -148,7 +148,7 @@ def fixed_teacher(path: Path, res: int) -> Path:
     measurement needs its cost per image, not its accuracy."""
     import torch
 
-    from edgekd.pipeline.arch import build
+    from edgekd.core.arch import build
     from edgekd.pipeline.teacher import save_checkpoint
 
     arch = student_arch(res)

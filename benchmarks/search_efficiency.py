@@ -62,9 +62,9 @@ class TableLatency:
 
 def run(strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) -> dict[str, list]:
     """One search of the table: best complete reward and cumulative epochs after each trial."""
-    from edgekd.config import RunConfig, SearchConfig, TrainConfig
-    from edgekd.pipeline.search import TrialObjective, run_trials
-    from edgekd.pipeline.strategies import TrialSeededSampler, make_strategy
+    from edgekd.core.config import RunConfig, SearchConfig, TrainConfig
+    from edgekd.pipeline.search.objective import TrialObjective, run_trials
+    from edgekd.strategies import TrialSeededSampler, make_strategy
 
     epochs = len(next(iter(rows.values()))["acc"])
     cfg = RunConfig(seed=seed, search=SearchConfig(strategy=strategy, trials=trials,

@@ -34,7 +34,7 @@ FREE_VALUES = {"s2_op": ("mbconv_e1", "mbconv_e3", "mbconv_e6"), "s5_op": ("mbco
 
 def table_space():
     """The reduced space: the quick-start `mnas` space with FIXED applied to every decision but FREE."""
-    from edgekd.pipeline.space import RestrictedSpace, make_space
+    from edgekd.spaces import RestrictedSpace, make_space
 
     base = make_space("mnas", 16, 1, 10, width=0.25)
     return RestrictedSpace(base, {k: v for k, v in FIXED.items() if k not in FREE}, FREE_VALUES)
@@ -74,10 +74,10 @@ def _add_seed(seed: int, done: dict[str, dict]) -> None:
 def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
     import torch
 
-    from edgekd.config import RunConfig, SearchConfig, TrainConfig
+    from edgekd.core.config import RunConfig, SearchConfig, TrainConfig
+    from edgekd.core.ui import progress
+    from edgekd.evaluators.proxy import KDProxyEvaluator
     from edgekd.pipeline.context import open_run
-    from edgekd.pipeline.evaluator import KDProxyEvaluator
-    from edgekd.ui import progress
 
     torch.set_num_threads(1)
     proxy = TrainConfig(epochs=epochs, batch_size=64)
@@ -111,8 +111,8 @@ def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
     if seed:
         _add_seed(seed, done)
         return
+    from edgekd.core.arch import build as build_model
     from edgekd.latency_models.flops import count_macs_params
-    from edgekd.pipeline.arch import build as build_model
 
     rows = []
     for spec in specs:

@@ -14,9 +14,9 @@ os.environ.setdefault("EDGEKD_QUIET", "1")
 
 import pytest
 
-from edgekd.config import RunConfig, TrainConfig
-from edgekd.devices import LocalDevice, NamedDevice, SshDevice
-from edgekd.ort import has_provider
+from edgekd.core.config import RunConfig, TrainConfig
+from edgekd.core.devices import LocalDevice, NamedDevice, SshDevice
+from edgekd.runtime.ort import has_provider
 
 
 def pytest_collection_modifyitems(config, items):
@@ -165,7 +165,7 @@ def board(sshd, tmp_path):
             kind="ssh", host=f"{getpass.getuser()}@127.0.0.1", port=port, identity_file=str(key),
             ssh_options=["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR"],
             remote_dir=str(tmp_path / "remote"), warmup=2, repeats=10,
-            command=f"{sys.executable} -m edgekd.latency_models.ort_bench {{model}} --threads {{threads}} "
+            command=f"{sys.executable} -m edgekd.runtime.ort_bench {{model}} --threads {{threads}} "
                     f"--warmup {{warmup}} --repeats {{repeats}}",
             pattern=r"median_ms=([0-9.]+)",
         )

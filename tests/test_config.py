@@ -1,7 +1,7 @@
 import pytest
 
-from edgekd.config import RunConfig, resolve_config
-from edgekd.errors import ConfigError
+from edgekd.core.config import RunConfig, resolve_config
+from edgekd.core.errors import ConfigError
 
 
 def test_defaults_are_the_embedded_quickstart():
@@ -81,7 +81,7 @@ def test_a_storage_password_never_reaches_run_files(tmp_path, monkeypatch):
     again = resolve_config(tmp_path / "r", {"name": "r", "search.storage": url})  # the same storage, given again
     assert again.search.storage == url
     resumed = resolve_config(tmp_path / "r", {"name": "r"})
-    from edgekd.pipeline.search import open_storage
+    from edgekd.pipeline.search.storage import open_storage
 
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -1,7 +1,7 @@
 import pytest
 
-from edgekd.devices import get_device, load_devices
-from edgekd.errors import ConfigError
+from edgekd.core.devices import get_device, load_devices
+from edgekd.core.errors import ConfigError
 
 
 def test_shipped_registry_has_the_host_cpu():
@@ -40,7 +40,7 @@ def test_unknown_device_name_lists_the_known_ones(tmp_path):
 
 def test_the_shipped_examples_are_valid_entries(tmp_path):
     """The commented examples in the shipped devices.yaml parse as they would once uncommented."""
-    from edgekd.devices import SHIPPED_REGISTRY
+    from edgekd.core.devices import SHIPPED_REGISTRY
 
     lines = SHIPPED_REGISTRY.read_text().splitlines()
     start = lines.index("# Realistic examples; copy one into your own devices.yaml and adapt it.")
@@ -76,7 +76,7 @@ def test_scratch_folders_of_dead_processes_are_swept(tmp_path):
     import subprocess
     import sys
 
-    from edgekd.scratch import sweep
+    from edgekd.core.scratch import sweep
 
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)

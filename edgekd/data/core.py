@@ -19,8 +19,8 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from edgekd.core.errors import DataError
 from edgekd.data.sources import READERS, ImageSource
-from edgekd.errors import DataError
 
 SPLITS = ("train", "mini_train", "mini_val", "val", "all")
 Augment = Literal["none", "standard"]
@@ -192,11 +192,11 @@ def load_data(
     """
     name, _, path = spec.partition(":")
     if name not in READERS:
-        raise DataError(f"unknown data source {name!r} in {spec!r}; available: {sorted(READERS)} (e.g. cifar10:PATH)")
+        raise DataError(f"unknown data source {name!r} in {spec!r}; available: {READERS.names()} (e.g. cifar10:PATH)")
     for frac, label in ((mini_val_fraction, "mini_val_fraction"), (val_fraction, "val_fraction")):
         if not 0 < frac < 1:
             raise DataError(f"{label} must lie in (0, 1), got {frac}")
-    read = READERS[name](path, resolution)
+    read = READERS.get(name)(path, resolution)
     n = len(read.labels)
     if read.n_val:
         order = np.arange(n)

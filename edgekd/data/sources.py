@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edgekd.errors import DataError
+from edgekd.core.errors import DataError
+from edgekd.core.registry import Registry
 
 
 class ImageSource(Protocol):
@@ -101,17 +102,9 @@ class Read:
     meta: dict
 
 
-READERS: dict[str, Callable[[str, int | None], Read]] = {}
-
-
-def register_source(name: str) -> Callable:
-    """Decorator registering a reader ``(path, resolution) -> Read``."""
-
-    def deco(fn: Callable[[str, int | None], Read]) -> Callable[[str, int | None], Read]:
-        READERS[name] = fn
-        return fn
-
-    return deco
+READERS: Registry[Callable[[str, int | None], Read]] = Registry("sources", "data source", error=DataError)
+"""Readers ``(path, resolution) -> Read`` by source name."""
+register_source = READERS.register
 
 
 @register_source("digits")

@@ -9,7 +9,6 @@ validation and ``edgekd verify`` use.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from edgekd.devices import LocalDevice, NamedDevice
-from edgekd.errors import ConfigError
-from edgekd.ort import Runner, open_onnx
-from edgekd.pipeline.arch import ArchSpec
+from edgekd.core.arch import ArchSpec
+from edgekd.core.devices import LocalDevice, NamedDevice
+from edgekd.core.registry import Registry
+from edgekd.runtime.ort import Runner, open_onnx
 
 __all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "get_exporter", "get_format", "open_in_onnxruntime",
            "register_format"]
@@ -42,15 +41,15 @@ class ExportFormat:
     """Name and version of that runtime, e.g. ``onnxruntime-1.32.0``."""
 
 
-FORMATS: dict[str, ExportFormat] = {}
-_BUILTIN_MODULES = ("edgekd.exporters.onnx", "edgekd.exporters.onnx_int8", "edgekd.exporters.tensorrt")
+FORMATS: Registry[ExportFormat] = Registry(
+    "formats", "export format", ("edgekd.exporters.onnx", "edgekd.exporters.onnx_int8", "edgekd.exporters.tensorrt"))
 
 
 def register_format(name: str, open: Callable[[Path, NamedDevice], Runner], runtime: Callable[[], str]):
     """Decorator registering an exporter function as format ``name``."""
 
     def deco(fn: Exporter) -> Exporter:
-        FORMATS[name] = ExportFormat(name, fn, open, runtime)
+        FORMATS.add(name, ExportFormat(name, fn, open, runtime))
         return fn
 
     return deco
@@ -58,11 +57,7 @@ def register_format(name: str, open: Callable[[Path, NamedDevice], Runner], runt
 
 def get_format(name: str) -> ExportFormat:
     """The format registered as ``name`` (``onnx``, ``onnx-fp16``, ``onnx-int8``, ``tensorrt``...)."""
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    if name not in FORMATS:
-        raise ConfigError(f"unknown export format {name!r}; available: {', '.join(sorted(FORMATS))}")
-    return FORMATS[name]
+    return FORMATS.get(name)
 
 
 def get_exporter(name: str) -> Exporter:

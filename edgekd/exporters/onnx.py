@@ -1,6 +1,6 @@
 """ONNX export (``onnx`` fp32, ``onnx-fp16``): dynamic batch axis, onnxslim simplification, onnx checker.
 
-Both formats run in ONNX Runtime (edgekd.ort, shared with the latency measurements).
+Both formats run in ONNX Runtime (edgekd.runtime.ort, shared with the latency measurements).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import onnx
 import torch
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.core.arch import ArchSpec
+from edgekd.core.errors import ConfigError
 from edgekd.exporters import open_in_onnxruntime, register_format
-from edgekd.ort import INPUT_NAME, OUTPUT_NAME, onnxruntime_version
-from edgekd.pipeline.arch import ArchSpec
+from edgekd.runtime.ort import INPUT_NAME, OUTPUT_NAME, onnxruntime_version
 
 DEFAULT_OPSET = 18
 ONNX_EXPORTERS = ("torchscript", "dynamo")

@@ -32,12 +32,12 @@ from onnxruntime.quantization import (
 )
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.core.arch import ArchSpec
+from edgekd.core.errors import ConfigError
+from edgekd.core.scratch import scratch_dir
 from edgekd.exporters import open_in_onnxruntime, register_format
 from edgekd.exporters.onnx import fp32_onnx
-from edgekd.ort import INPUT_NAME, onnxruntime_version
-from edgekd.pipeline.arch import ArchSpec
-from edgekd.scratch import scratch_dir
+from edgekd.runtime.ort import INPUT_NAME, onnxruntime_version
 
 CALIBRATION_BATCH = 32
 

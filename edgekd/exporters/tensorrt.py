@@ -1,12 +1,8 @@
 """TensorRT engines (``tensorrt``, ``tensorrt-fp16``, ``tensorrt-int8``) built from the ONNX export.
 
-Written against TensorRT 10's Python API (extra ``tensorrt``; NVIDIA publishes the libraries on its own index
-only). An engine is only valid on the GPU model and TensorRT version it was built with, so it is built and run
-on the local NVIDIA GPU, or, for an ``ssh`` device, on the board with its trtexec (edgekd.exporters.trtexec,
-which needs nothing of TensorRT here); the int8 engine is built from a QDQ model calibrated like ``onnx-int8`` (explicit
-quantization) but in TensorRT's symmetric signed-int8 scheme (``INT8_SCHEMES['tensorrt']``).
-Device buffers are torch CUDA tensors, so nothing beyond torch and TensorRT is needed. Without TensorRT or a
-GPU every local entry point raises DeviceError naming what is missing.
+Built and run on the local NVIDIA GPU (edgekd.runtime.tensorrt) or, for an ``ssh`` device, on the board with its
+trtexec (edgekd.runtime.trtexec); the int8 engine is built from a QDQ model calibrated like ``onnx-int8``
+(explicit quantization) but in TensorRT's symmetric signed-int8 scheme (``INT8_SCHEMES['tensorrt']``).
 """
 
 from __future__ import annotations
@@ -14,101 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
-from edgekd.devices import NamedDevice
-from edgekd.errors import DeviceError
-from edgekd.exporters import Runner, register_format
+from edgekd.core.arch import ArchSpec
+from edgekd.core.scratch import scratch_dir
+from edgekd.exporters import register_format
 from edgekd.exporters.onnx import fp32_onnx
 from edgekd.exporters.onnx_int8 import quantize_int8
-from edgekd.exporters.trtexec import MAX_BATCH, Trtexec, board_of
-from edgekd.ort import INPUT_NAME, OUTPUT_NAME
-from edgekd.pipeline.arch import ArchSpec
-from edgekd.scratch import scratch_dir
-
-WORKSPACE_BYTES = 1 << 30
-
-
-def require_tensorrt():
-    """The ``tensorrt`` module, after checking that a CUDA GPU is visible; DeviceError says what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise DeviceError(
-            "TensorRT is not installed: install the `tensorrt` extra from NVIDIA's index "
-            "(pip install --extra-index-url https://pypi.nvidia.com 'edgekd[tensorrt]')"
-        ) from exc
-    if not torch.cuda.is_available():
-        raise DeviceError("no NVIDIA GPU is visible (torch.cuda.is_available() is False); TensorRT needs one")
-    return trt
-
-
-def tensorrt_version() -> str:
-    return f"tensorrt-{require_tensorrt().__version__}"
-
-
-def build_engine(onnx_path: Path, engine_path: Path, input_shape: tuple[int, ...], precision: str) -> Path:
-    """Build a serialized engine for batch 1..MAX_BATCH (optimized for 1) from an ONNX model."""
-    trt = require_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise DeviceError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision == "fp32":
-        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 (on by default) would change fp32 results
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 engines keep non-quantized layers in fp16
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, *input_shape), (1, *input_shape), (MAX_BATCH, *input_shape))
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise DeviceError(f"TensorRT failed to build a {precision} engine from {onnx_path}")
-    engine_path.write_bytes(bytes(serialized))
-    return engine_path
-
-
-def open_engine(path: Path) -> Runner:
-    """A runner of the serialized engine at ``path`` on the local GPU."""
-    trt = require_tensorrt()
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(path.read_bytes())
-    if engine is None:
-        raise DeviceError(f"{path} is not a TensorRT engine for this GPU and TensorRT version")
-    context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(x), MAX_BATCH):
-            inp = torch.from_numpy(np.ascontiguousarray(x[start : start + MAX_BATCH], dtype=np.float32)).cuda()
-            context.set_input_shape(INPUT_NAME, tuple(inp.shape))
-            out = torch.empty(tuple(context.get_tensor_shape(OUTPUT_NAME)), dtype=torch.float32, device="cuda")
-            context.set_tensor_address(INPUT_NAME, inp.data_ptr())
-            context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
-            with torch.cuda.stream(stream):
-                if not context.execute_async_v3(stream.cuda_stream):
-                    raise DeviceError(f"TensorRT failed to run {path}")
-            stream.synchronize()
-            outputs.append(out.cpu().numpy())
-        return np.concatenate(outputs)
-
-    return run
-
-
-def open_engine_on(path: Path, device: NamedDevice) -> Runner:
-    """A runner of the engine at ``path`` on ``device``: the board's trtexec for ssh devices, else the local GPU."""
-    board = board_of(device)
-    return Trtexec(board).runner(path) if board else open_engine(path)
+from edgekd.runtime.tensorrt import build_engine, open_engine_on, require_tensorrt, tensorrt_version
+from edgekd.runtime.trtexec import Trtexec, board_of
 
 
 def _engine(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any], precision: str) -> Path:

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:  # the measuring process imports Measurement without torch
-    from edgekd.devices import NamedDevice
-    from edgekd.pipeline.arch import ArchSpec
+from edgekd.core.registry import Registry
 
-
-@dataclass(frozen=True)
-class Measurement:
-    """One latency measurement: median and spread of ``repeats`` timed runs under recorded conditions."""
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    repeats: int
-    threads: int
-    batch_size: int
-    runtime: str
-    affinity: list[int] | None = None
-    """CPU ids the measuring process was pinned to (None: not pinned)."""
-    process_medians_ms: list[float] | None = None
-    """Per-process medians where the latency is the best of several fresh processes (see LocalDevice)."""
-
-    @property
-    def spread_ms(self) -> float:
-        return self.p90_ms - self.p10_ms
+if TYPE_CHECKING:
+    from edgekd.core.arch import ArchSpec
+    from edgekd.core.devices import DeviceEntry, NamedDevice
 
 
 class LatencyModel(Protocol):
@@ -40,16 +22,36 @@ class LatencyModel(Protocol):
     def latency_many(self, specs: list[ArchSpec]) -> list[float]: ...
 
 
+CheckRows = list[tuple[str, bool, str]]
+"""(what, ok, detail) rows of ``edgekd devices check``."""
+
+
+@dataclass(frozen=True)
+class PredictingKind:
+    """A device kind that gives latency without a device: its latency model and its readiness check."""
+
+    open: Callable[[DeviceEntry], LatencyModel]
+    check: Callable[[DeviceEntry], CheckRows]
+
+
+PREDICTING: Registry[PredictingKind] = Registry(
+    "predicting_kinds", "predicting device kind", ("edgekd.latency_models.predictors", "edgekd.latency_models.nnmeter"))
+"""The latency model of each device kind that is not measured (measured kinds have a measuring backend)."""
+
+
 def make_latency_model(device: NamedDevice, cache_path: Path) -> LatencyModel:
-    """The LatencyModel of a registry device: measured on it, or predicted by its predictor file."""
-    from edgekd.devices import NnMeterDevice, PredictorDevice
-    from edgekd.latency_models.measured import MeasuredLatency
-    from edgekd.latency_models.predictors import PredictedLatency, load_predictor
+    """The LatencyModel of a registry device: measured on it, or predicted by its predictor."""
+    if device.measurable:
+        from edgekd.latency_models.measured import MeasuredLatency
 
-    if isinstance(device.spec, PredictorDevice):
-        return PredictedLatency(load_predictor(Path(device.spec.file)))
-    if isinstance(device.spec, NnMeterDevice):
-        from edgekd.latency_models.nnmeter import NnMeterLatency
+        return MeasuredLatency(device, cache_path)
+    return PREDICTING.get(device.spec.kind).open(device.spec)
 
-        return NnMeterLatency(device.spec)
-    return MeasuredLatency(device, cache_path)
+
+def check_device(device: NamedDevice) -> CheckRows:
+    """Whether ``device`` is reachable and ready to measure (or predict)."""
+    if device.measurable:
+        from edgekd.runtime import backend_for
+
+        return backend_for(device).check()
+    return PREDICTING.get(device.spec.kind).check(device.spec)

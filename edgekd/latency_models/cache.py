@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from edgekd.latency_models import Measurement
+from edgekd.core.measurement import Measurement
 
 
 class MeasurementCache:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekd.pipeline.arch import ArchSpec
+from edgekd.core.arch import ArchSpec
 
 OP_TYPES = ("conv_k3", "conv_k5", "conv_k7", "dw_k3", "dw_k5", "dw_k7", "pw", "se", "add", "fc")
 

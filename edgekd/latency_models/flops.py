@@ -10,7 +10,7 @@ import io
 import torch
 from torch import nn
 
-from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.core.arch import ArchSpec, build
 
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:

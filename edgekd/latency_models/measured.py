@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from torch import nn
 
-from edgekd.devices import AdbDevice, LocalDevice, NamedDevice, SshDevice, TensorRTDevice
-from edgekd.errors import DeviceError
+from edgekd.core.arch import ArchSpec, build
+from edgekd.core.devices import NamedDevice
+from edgekd.core.measurement import Measurement
+from edgekd.core.scratch import scratch_dir
 from edgekd.exporters.onnx import export_onnx, to_fp16
 from edgekd.exporters.onnx_int8 import quantize_int8
-from edgekd.latency_models import Measurement
 from edgekd.latency_models.cache import MeasurementCache
-from edgekd.pipeline.arch import ArchSpec, build
-from edgekd.scratch import scratch_dir
-
-
-class Backend(Protocol):
-    """How one device kind times an ONNX file, and says whether it is ready."""
-
-    runtime: str
-
-    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement: ...
-
-    def check(self) -> list[tuple[str, bool, str]]: ...
-
-
-def backend_for(device: NamedDevice) -> Backend:
-    """The measuring backend of a device entry; DeviceError for kinds that cannot measure (predictors)."""
-    from edgekd.latency_models.adb import AdbBackend
-    from edgekd.latency_models.local import LocalBackend
-    from edgekd.latency_models.ssh import SshBackend
-    from edgekd.latency_models.tensorrt_gpu import TensorRTBackend
-
-    spec = device.spec
-    if isinstance(spec, LocalDevice):
-        return LocalBackend(spec)
-    if isinstance(spec, SshDevice):
-        return SshBackend(spec)
-    if isinstance(spec, AdbDevice):
-        return AdbBackend(spec)
-    if isinstance(spec, TensorRTDevice):
-        return TensorRTBackend(spec)
-    raise DeviceError(f"device {device.name!r} is a {spec.kind}: it predicts latency and cannot measure it")
+from edgekd.runtime import backend_for
 
 
 class MeasuredLatency:

@@ -13,11 +13,12 @@ import os
 import warnings
 from pathlib import Path
 
-from edgekd.devices import NnMeterDevice
-from edgekd.errors import DeviceError
+from edgekd.core.arch import ArchSpec, build
+from edgekd.core.devices import NnMeterDevice
+from edgekd.core.errors import DeviceError
+from edgekd.core.scratch import scratch_dir
 from edgekd.exporters.onnx import export_onnx
-from edgekd.pipeline.arch import ArchSpec, build
-from edgekd.scratch import scratch_dir
+from edgekd.latency_models import PREDICTING, CheckRows, PredictingKind
 
 
 def _nn_meter():
@@ -70,3 +71,14 @@ class NnMeterLatency:
 
     def latency_many(self, specs: list[ArchSpec]) -> list[float]:
         return [self.latency_ms(s) for s in specs]
+
+
+def _check(spec: NnMeterDevice) -> CheckRows:
+    try:
+        load_nnmeter_predictor(spec.predictor, spec.version)
+    except DeviceError as exc:
+        return [("nn-Meter predictor", False, str(exc))]
+    return [("nn-Meter predictor", True, f"{spec.predictor} loaded")]
+
+
+PREDICTING.add("nnmeter", PredictingKind(NnMeterLatency, _check))

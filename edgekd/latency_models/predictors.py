@@ -19,6 +19,7 @@ Kinds:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,14 +27,31 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConfigError
+from edgekd.core.arch import ArchSpec
+from edgekd.core.devices import PredictorDevice
+from edgekd.core.errors import ConfigError
+from edgekd.core.registry import Registry
+from edgekd.latency_models import PREDICTING, CheckRows, PredictingKind
 from edgekd.latency_models.features import FEATURE_NAMES, OP_TYPES, features, mparams, total_mmacs
-from edgekd.pipeline.arch import ArchSpec
 
 FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 1
-KINDS = ("flops", "lut", "learned")
-"""Kinds ``fit_predictor`` fits from (architecture, latency) pairs alone; ``blocks`` also needs its table."""
-ALL_KINDS = (*KINDS, "blocks")
+
+
+@dataclass(frozen=True)
+class PredictorKind:
+    """How a kind of predictor predicts from its parameters and, where it can, fits them."""
+
+    predict: Callable[[Predictor, list[ArchSpec]], np.ndarray]
+    fit: Callable[[list[ArchSpec], np.ndarray], dict[str, Any]] | None = None
+    """Parameters from (architectures, measured ms) alone; None where a kind needs more (``blocks``, its table)."""
+
+
+PREDICTOR_KINDS: Registry[PredictorKind] = Registry("predictor_kinds", "predictor kind")
+
+
+def fit_kinds() -> list[str]:
+    """Kinds ``fit_predictor`` fits from (architecture, latency) pairs alone."""
+    return [name for name, kind in PREDICTOR_KINDS.items() if kind.fit is not None]
 
 
 @dataclass
@@ -43,24 +61,15 @@ class Predictor:
     kind: str
     params: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
-    _trees: tuple[np.ndarray, ...] | None = field(default=None, repr=False, compare=False)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """What a kind derives from its parameters once (the learned kind's tree arrays)."""
 
     def predict(self, spec: ArchSpec) -> float:
         """Predicted latency of ``spec`` in ms."""
         return float(self.predict_many([spec])[0])
 
     def predict_many(self, specs: list[ArchSpec]) -> np.ndarray:
-        if self.kind == "flops":
-            x = np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
-            return x @ np.asarray(self.params["coef"])
-        if self.kind == "blocks":
-            return np.array([_block_table_estimate(self.params, s) for s in specs])
-        x = np.array([features(s) for s in specs])
-        if self.kind == "lut":
-            return _lut_design(x) @ np.asarray(self.params["coef"])
-        if self._trees is None:
-            self._trees = _tree_arrays(self.params)
-        return np.exp(_predict_trees(self.params, self._trees, x))
+        return PREDICTOR_KINDS.get(self.kind).predict(self, specs)
 
     def save(self, path: Path) -> Path:
         """Write the predictor as JSON (atomically)."""
@@ -94,7 +103,7 @@ def load_predictor(path: Path) -> Predictor:
         raise ConfigError(f"{path} is not an edgekd latency predictor file")
     if doc.get("version", 0) > FILE_VERSION:
         raise ConfigError(f"{path} has predictor format version {doc['version']}; this edgekd reads {FILE_VERSION}")
-    if doc.get("kind") not in ALL_KINDS:
+    if doc.get("kind") not in PREDICTOR_KINDS:
         raise ConfigError(f"{path}: unknown predictor kind {doc.get('kind')!r}")
     return Predictor(doc["kind"], doc["params"], doc.get("meta", {}))
 
@@ -105,25 +114,48 @@ MIN_FIT = 10
 
 def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None) -> Predictor:
     """Fit a ``kind`` predictor on (architecture, measured latency in ms) pairs."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown predictor kind {kind!r}; expected one of {KINDS}")
+    fit = PREDICTOR_KINDS.get(kind).fit
+    if fit is None:
+        raise ConfigError(f"a {kind} predictor is not fitted from measured architectures alone")
     if len(pairs) < MIN_FIT:
         raise ConfigError(f"fitting a predictor needs at least {MIN_FIT} measured architectures, got {len(pairs)}")
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     meta = {**(meta or {}), "fitted_on": len(pairs), "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "features": list(FEATURE_NAMES)}
-    if kind == "flops":
-        x = np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        return Predictor(kind, {"coef": coef.tolist(), "inputs": ["mmacs", "mparams", "1"]}, meta)
-    x = np.array([features(s) for s in specs])
-    if kind == "lut":
-        from scipy.optimize import nnls
+    return Predictor(kind, fit(specs, y), meta)
 
-        coef, _ = nnls(_lut_design(x), y)
-        return Predictor(kind, {"coef": coef.tolist()}, meta)
-    return Predictor(kind, _fit_trees(x, np.log(y)), meta)
+
+def _flops_inputs(specs: list[ArchSpec]) -> np.ndarray:
+    return np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
+
+
+def _fit_flops(specs: list[ArchSpec], y: np.ndarray) -> dict[str, Any]:
+    coef, *_ = np.linalg.lstsq(_flops_inputs(specs), y, rcond=None)
+    return {"coef": coef.tolist(), "inputs": ["mmacs", "mparams", "1"]}
+
+
+def _fit_lut(specs: list[ArchSpec], y: np.ndarray) -> dict[str, Any]:
+    from scipy.optimize import nnls
+
+    coef, _ = nnls(_lut_design(np.array([features(s) for s in specs])), y)
+    return {"coef": coef.tolist()}
+
+
+def _predict_learned(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
+    if "trees" not in p.cache:
+        p.cache["trees"] = _tree_arrays(p.params)
+    return np.exp(_predict_trees(p.params, p.cache["trees"], np.array([features(s) for s in specs])))
+
+
+PREDICTOR_KINDS.add("flops", PredictorKind(lambda p, specs: _flops_inputs(specs) @ np.asarray(p.params["coef"]),
+                                           _fit_flops))
+PREDICTOR_KINDS.add("lut", PredictorKind(
+    lambda p, specs: _lut_design(np.array([features(s) for s in specs])) @ np.asarray(p.params["coef"]), _fit_lut))
+PREDICTOR_KINDS.add("learned", PredictorKind(
+    _predict_learned, lambda specs, y: _fit_trees(np.array([features(s) for s in specs]), np.log(y))))
+PREDICTOR_KINDS.add("blocks", PredictorKind(
+    lambda p, specs: np.array([_block_table_estimate(p.params, s) for s in specs])))
 
 
 def block_table_archs(space, reference: dict[str, Any]) -> list[tuple[str | None, Any, ArchSpec]]:
@@ -158,7 +190,7 @@ def fit_block_table(
 
 
 def _block_table_estimate(params: dict[str, Any], spec: ArchSpec) -> float:
-    from edgekd.pipeline.space import make_space
+    from edgekd.spaces import make_space
 
     space = make_space(**params["space"])
     choices = space.encode(spec)
@@ -226,3 +258,15 @@ class PredictedLatency:
 
     def latency_many(self, specs: list[ArchSpec]) -> list[float]:
         return self.predictor.predict_many(specs).tolist()
+
+
+def _check_file(spec: PredictorDevice) -> CheckRows:
+    try:
+        p = load_predictor(Path(spec.file))
+    except ConfigError as exc:
+        return [("predictor file", False, str(exc))]
+    return [("predictor file", True, f"{p.kind}, fitted on {p.meta.get('fitted_on')} architectures of "
+                                     f"{p.meta.get('device')} ({p.meta.get('runtime')})")]
+
+
+PREDICTING.add("predictor", PredictingKind(lambda spec: PredictedLatency(load_predictor(Path(spec.file))), _check_file))

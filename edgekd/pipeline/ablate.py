@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from edgekd.config import KDConfig, RunConfig, config_path, read_json, write_json
-from edgekd.errors import ConfigError, RunStateError
-from edgekd.pipeline.arch import ArchSpec, build
+from edgekd.core.arch import ArchSpec, build
+from edgekd.core.config import KDConfig, RunConfig, config_path, read_json, write_json
+from edgekd.core.errors import ConfigError, RunStateError
+from edgekd.core.ui import progress
 from edgekd.pipeline.context import RunContext, open_run
-from edgekd.pipeline.search import study_settings
+from edgekd.pipeline.search.storage import study_settings
 from edgekd.train import evaluate, train
-from edgekd.ui import progress
 
 SHARED = ("data", "resolution", "mini_val_fraction", "seed", "teacher", "teacher_weights")
 """Settings both searches must share for their students to be comparable."""

@@ -8,17 +8,19 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from edgekd.config import RunConfig, config_path, read_json, write_json
+from edgekd.core.config import RunConfig, config_path, read_json, write_json
+from edgekd.core.devices import NamedDevice, get_device
+from edgekd.core.errors import ConfigError
+from edgekd.core.ui import console
 from edgekd.data import Data, load_data
-from edgekd.devices import NamedDevice, get_device
-from edgekd.errors import ConfigError
 from edgekd.exporters import get_format
 from edgekd.latency_models import LatencyModel, make_latency_model
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.search import check_storage
-from edgekd.pipeline.space import SearchSpace, make_space, space_preset
-from edgekd.pipeline.strategies import strategy_factory
+from edgekd.pipeline.search.evaluation import evaluator_kind
+from edgekd.pipeline.search.storage import check_storage
 from edgekd.pipeline.teacher import Teacher, prepare_teacher
+from edgekd.spaces import SearchSpace, make_space, space_preset
+from edgekd.strategies import strategy_factory
 from edgekd.train import (
     LOCAL,
     CachedLogits,
@@ -30,7 +32,6 @@ from edgekd.train import (
     set_threads,
 )
 from edgekd.train.devices import usable_cores
-from edgekd.ui import console
 
 STAGES = ("teacher", "search", "student", "export", "validation", "bundle")
 
@@ -99,10 +100,11 @@ class RunContext:
 
 
 def check_names(cfg: RunConfig) -> None:
-    """ConfigError for an unknown search space, strategy or export format, or an unusable study storage, before
-    any stage spends minutes on a teacher."""
+    """ConfigError for an unknown search space, strategy, evaluator or export format, or an unusable study
+    storage, before any stage spends minutes on a teacher."""
     space_preset(cfg.search.space)
     strategy_factory(cfg.search.strategy)
+    evaluator_kind(cfg.search)
     for name in cfg.export.formats:
         get_format(name)
     if cfg.search.storage:

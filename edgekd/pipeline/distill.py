@@ -9,16 +9,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.config import KDConfig, read_json, write_json
-from edgekd.errors import RunStateError
+from edgekd.core.arch import ArchSpec, build
+from edgekd.core.config import KDConfig, read_json, write_json
+from edgekd.core.errors import RunStateError
+from edgekd.core.ui import progress
 from edgekd.latency_models.flops import count_macs_params
-from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.teacher import save_checkpoint
 from edgekd.train import EpochStats, evaluate, saved_epochs, train
 from edgekd.train.devices import to_cpu
 from edgekd.train.state import read_run_file
-from edgekd.ui import progress
 
 
 @dataclass

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import torch
 
-from edgekd.config import read_json, write_json
-from edgekd.errors import DataError, RunStateError
+from edgekd.core.arch import ArchSpec, build
+from edgekd.core.config import read_json, write_json
+from edgekd.core.errors import DataError, RunStateError
+from edgekd.core.ui import progress
 from edgekd.exporters import get_format
 from edgekd.latency_models.flops import count_macs_params
-from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
 from edgekd.pipeline.teacher import load_weights, save_checkpoint
 from edgekd.train import evaluate
-from edgekd.ui import progress
 
 FORMATS_FILE = "formats.json"
 

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgekd.config import write_json
-from edgekd.ort import INPUT_NAME, OUTPUT_NAME
+from edgekd.core.config import write_json
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
 from edgekd.pipeline.validate import LOGIT_TOLERANCE, reference_sample
+from edgekd.runtime.ort import INPUT_NAME, OUTPUT_NAME
 
 MANIFEST_SCHEMA = 2
 VERSIONED = ("edgekd", "torch", "torchvision", "onnx", "onnxruntime", "optuna", "tensorrt")

@@ -14,42 +14,20 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
-from edgekd.config import write_json
-from edgekd.devices import NamedDevice, NnMeterDevice, PredictorDevice
-from edgekd.errors import ConfigError, DeviceError
-from edgekd.latency_models.measured import MeasuredLatency, backend_for
+from edgekd.core.arch import ArchSpec
+from edgekd.core.config import write_json
+from edgekd.core.errors import ConfigError
+from edgekd.core.ui import progress
+from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.latency_models.predictors import (
-    KINDS,
     MIN_FIT,
     Predictor,
     block_table_archs,
     fit_block_table,
+    fit_kinds,
     fit_predictor,
-    load_predictor,
 )
-from edgekd.pipeline.arch import ArchSpec
-from edgekd.pipeline.space import SearchSpace
-from edgekd.ui import progress
-
-
-def check_device(device: NamedDevice) -> list[tuple[str, bool, str]]:
-    """(what, ok, detail) rows: whether ``device`` is reachable and ready to measure (or predict)."""
-    if isinstance(device.spec, PredictorDevice):
-        try:
-            p = load_predictor(Path(device.spec.file))
-        except ConfigError as exc:
-            return [("predictor file", False, str(exc))]
-        return [("predictor file", True, f"{p.kind}, fitted on {p.meta.get('fitted_on')} architectures of "
-                                         f"{p.meta.get('device')} ({p.meta.get('runtime')})")]
-    if isinstance(device.spec, NnMeterDevice):
-        from edgekd.latency_models.nnmeter import load_nnmeter_predictor
-
-        try:
-            load_nnmeter_predictor(device.spec.predictor, device.spec.version)
-        except DeviceError as exc:
-            return [("nn-Meter predictor", False, str(exc))]
-        return [("nn-Meter predictor", True, f"{device.spec.predictor} loaded")]
-    return backend_for(device).check()
+from edgekd.spaces import SearchSpace
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
@@ -99,7 +77,7 @@ def evaluate_predictors(
     """Fit every kind on ``train`` (plus the ready ``extra`` ones); accuracy and prediction cost on ``heldout``."""
     measured = np.array([ms for _, ms in heldout])
     specs = [s for s, _ in heldout]
-    fitted = {kind: fit_predictor(kind, train, meta) for kind in KINDS} | (extra or {})
+    fitted = {kind: fit_predictor(kind, train, meta) for kind in fit_kinds()} | (extra or {})
     rows = {}
     for kind, p in fitted.items():
         start = time.perf_counter()
@@ -144,3 +122,22 @@ def profile_device(
               "chosen": kind, "chosen_file": files[kind], "files": files, "predictors": rows}
     write_json(out_dir / f"{latency.device.name}-profile.json", report)
     return report
+
+
+def profile(device: str, devices_file: Path | None, archs: int, heldout: int, kind: str, blocks: bool, data: str,
+            resolution: int | None, space: str, space_width: float, seed: int, out: Path) -> dict[str, Any]:
+    """``edgekd profile``: measure the registry's ``device`` on random architectures of ``space`` (inputs shaped
+    like ``data``'s), fit every predictor and write them and their report to ``out``."""
+    from edgekd.core.devices import get_device
+    from edgekd.data import load_data
+    from edgekd.latency_models.predictors import PREDICTOR_KINDS
+    from edgekd.pipeline.context import cache_dir
+    from edgekd.spaces import make_space
+
+    if kind not in PREDICTOR_KINDS or (kind == "blocks" and not blocks):
+        raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks)")
+    d = load_data(data, seed, resolution)
+    c, res, _ = d.input_shape
+    latency = MeasuredLatency(get_device(device, devices_file), cache_dir() / "latency.sqlite")
+    return profile_device(latency, make_space(space, res, c, d.num_classes, space_width), archs, heldout, kind,
+                          out, seed, blocks)

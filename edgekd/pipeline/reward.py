@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekd.errors import ConfigError
+from edgekd.core.errors import ConfigError
 
 CONSTRAINTS = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 """(alpha, beta): w = alpha when the cost meets the target, beta when it exceeds it (MnasNet, section 3)."""

@@ -7,29 +7,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekd.config import KDConfig, RunConfig, read_json
-from edgekd.errors import ConfigError, RunStateError
-from edgekd.pipeline.arch import ArchSpec
+from edgekd.core.arch import ArchSpec
+from edgekd.core.config import KDConfig, RunConfig, read_json
+from edgekd.core.errors import ConfigError, RunStateError
+from edgekd.core.ui import console, summary
 from edgekd.pipeline.context import RunContext, open_run
 from edgekd.pipeline.distill import Student, distill, load_student
-from edgekd.pipeline.evaluator import Evaluator, KDProxyEvaluator
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
-from edgekd.pipeline.oneshot import blockwise_student, dna_search, supernet_evaluator
 from edgekd.pipeline.package import package, sha256
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.search import (
-    SearchResult,
-    TrialObjective,
-    finished,
-    open_study,
-    result_of,
-    run_trials,
-    search,
-    watch_search,
-)
+from edgekd.pipeline.search.evaluation import EVALUATORS, evaluator_kind
+from edgekd.pipeline.search.objective import TrialObjective, run_trials, search, watch_search
+from edgekd.pipeline.search.records import SearchResult, result_of
+from edgekd.pipeline.search.storage import finished, open_study
 from edgekd.pipeline.trust import private_key, sign
 from edgekd.pipeline.validate import validate
-from edgekd.ui import console, summary
 
 
 def run_search(ctx: RunContext) -> SearchResult | None:
@@ -38,24 +30,22 @@ def run_search(ctx: RunContext) -> SearchResult | None:
     Under torchrun the one-shot evaluators train their supernet data-parallel; rank 0 then searches alone and
     the other ranks return None."""
     cfg, out = ctx.cfg, ctx.stage_dir("search")
-    if ctx.runtime.dist.active and cfg.search.evaluator == "proxy":
+    kind = evaluator_kind(cfg.search)
+    if ctx.runtime.dist.active and not kind.one_shot:
         raise ConfigError("torchrun trains one model data-parallel: it runs `edgekd distill` and the supernet "
                           "evaluators (--evaluator ennas, spos, dna); a proxy search runs candidates side by side "
                           "with --jobs N instead")
-    oneshot = cfg.search.evaluator in ONESHOT
-    if oneshot:  # trained first: under torchrun every rank trains, then rank 0 alone searches
-        trained = blockwise_student(ctx) if cfg.search.evaluator == "dna" else supernet_evaluator(ctx)
+    if kind.one_shot:  # trained first: under torchrun every rank trains, then rank 0 alone searches
+        evaluator = kind.prepare(ctx)
         if not ctx.runtime.dist.main:
             return None
     reward = ctx.reward()
-    if cfg.search.evaluator == "dna":
-        result = dna_search(ctx, reward, *trained)
-    elif oneshot:
-        result = search(cfg, ctx.space, trained, ctx.latency, reward, out)
-    elif cfg.search.jobs == 1:
-        result = search(cfg, ctx.space, _proxy_evaluator(ctx), ctx.latency, reward, out)
-    else:
+    if kind.pick:
+        result = kind.pick(ctx, reward, evaluator)
+    elif cfg.search.jobs > 1:
         result = _search_in_processes(ctx, reward)
+    else:
+        result = search(cfg, ctx.space, evaluator if kind.one_shot else kind.prepare(ctx), ctx.latency, reward, out)
     b = result.best
     summary(f"search: {result.n_trials} trials, {len(result.pareto)} on the Pareto front", {
         "reward target": f"{reward.target:.4g} ({reward.metric}, {reward.constraint})",
@@ -66,21 +56,13 @@ def run_search(ctx: RunContext) -> SearchResult | None:
     return result
 
 
-ONESHOT = ("ennas", "spos", "dna")
-
-
-def _proxy_evaluator(ctx: RunContext) -> Evaluator:
-    cfg = ctx.cfg
-    return KDProxyEvaluator(ctx.data, ctx.teacher_signal, cfg.search.proxy, cfg.kd, cfg.seed, ctx.runtime)
-
-
 def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
     cfg, out = ctx.cfg, ctx.stage_dir("search")
     if ctx.device.measurable and ctx.device.spec.kind == "local":
         console.print(f"[yellow]note[/]: {cfg.search.jobs} workers train on this host while its latency is "
                       "measured; expect noisier figures (or use a predictor or remote device)")
     ctx.teacher  # noqa: B018 -- trained (and its logits cached) once here, not once per worker
-    study = open_study(cfg, out)  # created here first, so workers never race to create it
+    study = open_study(cfg, out, reward)  # created here first, so workers never race to create it
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_search_worker, args=(cfg, ctx.run_dir.parent, i, reward), daemon=True)
                for i in range(cfg.search.jobs)]
@@ -104,8 +86,9 @@ def _search_worker(cfg: RunConfig, runs_root: Path, index: int, reward: Reward) 
     the CPU threads, and on a host with several GPUs its own GPU."""
     console.quiet = True
     ctx = open_run(cfg, runs_root, worker=index)
-    study = open_study(cfg, ctx.stage_dir("search"), worker=index + 1)
-    run_trials(study, TrialObjective(cfg, ctx.space, _proxy_evaluator(ctx), ctx.latency, reward), cfg.search.trials)
+    study = open_study(cfg, ctx.stage_dir("search"), reward, worker=index + 1)
+    evaluator = EVALUATORS.get(cfg.search.evaluator).prepare(ctx)
+    run_trials(study, TrialObjective(cfg, ctx.space, evaluator, ctx.latency, reward), cfg.search.trials)
 
 
 def run_distill(ctx: RunContext) -> Student:

@@ -1,28 +1,31 @@
 """Teachers: trained on the spot (the embedded default), torchvision models with local weights, or checkpoints.
 
-A teacher spec is ``train``, ``torchvision:NAME`` (weights from a local file, never downloaded) or a path to an
-edgekd checkpoint (``{"arch": ArchSpec dict, "state_dict": ...}``, as ``edgekd distill`` writes) or a TorchScript
-file. Without data augmentation the teacher's logits for every image are fixed: they are computed once and
-stored with it, and KD training looks them up instead of running the teacher each step.
+A teacher spec is ``KIND[:ARG]`` for a registered teacher kind: ``train``, ``torchvision:NAME`` (weights from a
+local file, never downloaded), ``file:PATH``; any other spec is a path to an edgekd checkpoint (``{"arch":
+ArchSpec dict, "state_dict": ...}``, as ``edgekd distill`` writes) or a TorchScript file. Without data
+augmentation the teacher's logits for every image are fixed: they are computed once and stored with it, and KD
+training looks them up instead of running the teacher each step.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from edgekd.config import RunConfig, read_json, write_json
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.config import RunConfig, read_json, write_json
+from edgekd.core.errors import DataError
+from edgekd.core.registry import Registry
+from edgekd.core.ui import console, progress
 from edgekd.data import Data
-from edgekd.errors import DataError
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.train import LOCAL, Runtime, evaluate, predict_logits, train
 from edgekd.train.devices import to_cpu
 from edgekd.train.state import read_run_file
-from edgekd.ui import console, progress
 
 
 @dataclass
@@ -48,9 +51,42 @@ def default_teacher_arch(data: Data) -> ArchSpec:
                     head_channels=512, stem_stride=2 if res >= 64 else 1, name="teacher")
 
 
-def _torchvision_teacher(name: str, weights: str | None, data: Data) -> nn.Module:
+TeacherLoader = Callable[[str, RunConfig, Data, Path, Runtime], tuple[nn.Module, "ArchSpec | None"]]
+"""(the spec's ARG, the run's config, data, the teacher folder, the runtime) -> (model, its ArchSpec if it has
+one). The model may come back on the runtime's device; it is moved to the CPU after."""
+TEACHERS: Registry[TeacherLoader] = Registry("teachers", "teacher kind", error=DataError)
+
+
+def teacher_loader(source: str) -> tuple[TeacherLoader, str]:
+    """The loader of a teacher spec and its argument (a spec of no registered kind is a file path)."""
+    kind, _, arg = source.partition(":")
+    return (TEACHERS.get(kind), arg) if kind in TEACHERS else (TEACHERS.get("file"), source)
+
+
+@TEACHERS.register("train")
+def _trained_teacher(arg: str, cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime
+                     ) -> tuple[nn.Module, ArchSpec]:
+    """edgekd's default teacher architecture, trained here on the run's data (once; then loaded)."""
+    arch = default_teacher_arch(data)
+    torch.manual_seed(cfg.seed)  # the initial weights: the same seed trains the same teacher
+    model = build(arch)
+    weights = out_dir / "teacher.pt"
+    if weights.is_file():
+        load_weights(model, _load_file(weights)["state_dict"], str(weights))
+    else:
+        _train_teacher(model, cfg, data, out_dir, runtime)
+        if runtime.dist.main:
+            save_checkpoint(weights, to_cpu(model), arch)
+    return model, arch
+
+
+@TEACHERS.register("torchvision")
+def _torchvision_teacher(name: str, cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime
+                         ) -> tuple[nn.Module, None]:
+    """A torchvision classifier by name, its weights from ``--teacher-weights``."""
     import torchvision
 
+    weights = cfg.teacher_weights
     if weights is None:
         raise DataError(f"torchvision:{name} needs --teacher-weights PATH (a local state_dict; nothing is downloaded)")
     if data.input_shape[0] != 3:
@@ -60,7 +96,7 @@ def _torchvision_teacher(name: str, weights: str | None, data: Data) -> nn.Modul
     except ValueError as exc:
         raise DataError(f"unknown torchvision model {name!r}: {exc}") from exc
     load_weights(model, _load_file(Path(weights)), weights)
-    return model
+    return model, None
 
 
 def _load_file(path: Path):
@@ -83,7 +119,11 @@ def load_weights(model: nn.Module, state: dict, where: str) -> None:
         raise DataError(f"the weights in {where} do not match the architecture: {detail[:300]}") from exc
 
 
-def _checkpoint_teacher(path: Path) -> tuple[nn.Module, ArchSpec | None]:
+@TEACHERS.register("file")
+def _file_teacher(arg: str, cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime
+                  ) -> tuple[nn.Module, ArchSpec | None]:
+    """A TorchScript file or an edgekd checkpoint."""
+    path = Path(arg).expanduser()
     if not path.is_file():
         raise DataError(f"teacher checkpoint not found: {path} (expected train, torchvision:NAME or a file)")
     try:
@@ -116,22 +156,8 @@ def prepare_teacher(cfg: RunConfig, data: Data, out_dir: Path, runtime: Runtime 
     The model is returned on the CPU; training and scoring it run on the runtime's device."""
     metrics_path, logits_path = out_dir / "metrics.json", out_dir / "logits.pt"
     source, cached = cfg.teacher, cfg.augment == "none"
-    arch: ArchSpec | None = None
-    if source == "train":
-        arch = default_teacher_arch(data)
-        torch.manual_seed(cfg.seed)  # the initial weights: the same seed trains the same teacher
-        model = build(arch)
-        weights = out_dir / "teacher.pt"
-        if weights.is_file():
-            load_weights(model, _load_file(weights)["state_dict"], str(weights))
-        else:
-            _train_teacher(model, cfg, data, out_dir, runtime)
-            if runtime.dist.main:
-                save_checkpoint(weights, to_cpu(model), arch)
-    elif source.startswith("torchvision:"):
-        model = _torchvision_teacher(source.removeprefix("torchvision:"), cfg.teacher_weights, data)
-    else:
-        model, arch = _checkpoint_teacher(Path(source).expanduser())
+    load, arg = teacher_loader(source)
+    model, arch = load(arg, cfg, data, out_dir, runtime)
     to_cpu(model).eval()
     if metrics_path.is_file() and read_json(metrics_path).get("source") == source and (
             logits_path.is_file() or not cached):

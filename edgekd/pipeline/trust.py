@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgekd.errors import BundleError, ConfigError
+from edgekd.core.errors import BundleError, ConfigError
 from edgekd.pipeline.package import sha256
 
 SIGNATURE_SUFFIX = ".sig"

@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekd.config import write_json
+from edgekd.core.config import write_json
+from edgekd.core.devices import NamedDevice
+from edgekd.core.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.data import SplitArray
-from edgekd.devices import NamedDevice
-from edgekd.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.exporters import Runner, get_format
-from edgekd.exporters.trtexec import Trtexec, board_of
-from edgekd.latency_models.measured import backend_for
-from edgekd.latency_models.timing import time_runner
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
+from edgekd.runtime import backend_for
+from edgekd.runtime.timing import time_runner
+from edgekd.runtime.trtexec import Trtexec, board_of
 from edgekd.train import predict_logits
 
 LOGIT_TOLERANCE = 1e-3

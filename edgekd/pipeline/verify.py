@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from edgekd.config import ExportConfig
-from edgekd.devices import NamedDevice
-from edgekd.errors import BundleError, ValidationFailed
+from edgekd.core.config import ExportConfig
+from edgekd.core.devices import NamedDevice
+from edgekd.core.errors import BundleError, ValidationFailed
+from edgekd.core.scratch import scratch_dir
 from edgekd.pipeline.package import Manifest, sha256
 from edgekd.pipeline.trust import check_digest, check_signature
 from edgekd.pipeline.validate import EXACT_FORMATS, check_format, validate_artifact
-from edgekd.scratch import scratch_dir
 
 
 def _extract(bundle: Path, into: Path) -> Path:

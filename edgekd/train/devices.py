@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from edgekd.errors import DeviceError
+from edgekd.core.errors import DeviceError
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from edgekd.errors import ConfigError
+from edgekd.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgekd.config import KDConfig, TrainConfig
+from edgekd.core.config import KDConfig, TrainConfig
+from edgekd.core.errors import ConfigError
 from edgekd.data import Data
-from edgekd.errors import ConfigError
 from edgekd.train.devices import TrainDevice
 from edgekd.train.loop import LOCAL, Batch, EpochStats, Runtime, fit
 from edgekd.train.losses import kd_loss

@@ -24,13 +24,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from edgekd.config import TrainConfig
+from edgekd.core.config import TrainConfig
+from edgekd.core.errors import ConfigError
+from edgekd.core.ui import progress
 from edgekd.data import Augment, Data
-from edgekd.errors import ConfigError
 from edgekd.train.devices import CPU, TrainDevice
 from edgekd.train.distributed import SINGLE, DistEnv
 from edgekd.train.state import load_state, save_state
-from edgekd.ui import progress
 
 STEP_BAR_MIN_STEPS = 100
 """Epochs with at least this many steps show a bar of their own steps."""

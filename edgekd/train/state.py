@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from edgekd.errors import RunStateError
-from edgekd.ui import console
+from edgekd.core.errors import RunStateError
+from edgekd.core.ui import console
 
 KEYS = ("model", "schedule", "history")
 

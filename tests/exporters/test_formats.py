@@ -9,18 +9,18 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgekd.config import TrainConfig
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.config import TrainConfig
+from edgekd.core.devices import LocalDevice, NamedDevice
+from edgekd.core.errors import ConfigError, DeviceError
 from edgekd.data import load_data
-from edgekd.devices import LocalDevice, NamedDevice
-from edgekd.errors import ConfigError, DeviceError
 from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx
 from edgekd.exporters.onnx_int8 import int8_friendly, quantize_int8
 from edgekd.exporters.tensorrt import require_tensorrt
-from edgekd.exporters.trtexec import Trtexec, parse_latency_summary, parse_outputs
-from edgekd.ort import open_onnx
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.pipeline.validate import compare, run_batched, validate_artifact
+from edgekd.runtime.ort import open_onnx
+from edgekd.runtime.trtexec import Trtexec, parse_latency_summary, parse_outputs
 from edgekd.train import train
 
 HOST = NamedDevice(name="host-cpu", spec=LocalDevice(threads=1))

@@ -4,10 +4,10 @@ import onnx
 import pytest
 import torch
 
+from edgekd.core.arch import ArchSpec, BlockSpec, build
 from edgekd.exporters import get_exporter
 from edgekd.exporters.onnx import export_onnx
-from edgekd.ort import open_onnx
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
+from edgekd.runtime.ort import open_onnx
 
 OP_VARIANTS = [
     *[dict(op="mbconv", expand=e) for e in (1, 3, 6)],

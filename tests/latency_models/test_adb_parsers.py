@@ -2,9 +2,9 @@
 
 import pytest
 
-from edgekd.devices import AdbDevice
-from edgekd.errors import DeviceError
-from edgekd.latency_models.adb import AdbBackend, parse_benchmark_model, parse_perf_test
+from edgekd.core.devices import AdbDevice
+from edgekd.core.errors import DeviceError
+from edgekd.runtime.adb import AdbBackend, parse_benchmark_model, parse_perf_test
 
 # onnxruntime_perf_test -m times, an older release (as quoted in onnxruntime issue 17313).
 PERF_TEST_OLD = """\

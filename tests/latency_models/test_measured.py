@@ -5,13 +5,13 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edgekd.errors import DeviceError
+from edgekd.core.arch import build
+from edgekd.core.errors import DeviceError
 from edgekd.latency_models.flops import count_macs_params, spec_macs_params
-from edgekd.latency_models.local import LocalBackend
 from edgekd.latency_models.measured import MeasuredLatency
-from edgekd.ort import has_provider
-from edgekd.pipeline.arch import build
-from edgekd.pipeline.space import make_space
+from edgekd.runtime.local import LocalBackend
+from edgekd.runtime.ort import has_provider
+from edgekd.spaces import make_space
 
 
 @pytest.fixture

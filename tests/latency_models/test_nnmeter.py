@@ -65,9 +65,9 @@ def test_a_registered_nn_meter_predictor_predicts_edgekd_architectures(home):
     result = _run(home, """
         import json, random
         from pathlib import Path
-        from edgekd.devices import get_device
+        from edgekd.core.devices import get_device
         from edgekd.latency_models import make_latency_model
-        from edgekd.pipeline.space import make_space
+        from edgekd.spaces import make_space
         space = make_space("mnas", 16, 1, 10, width=0.25)
         base = space.sample(random.Random(0))
         def variant(layers, width):

@@ -6,19 +6,19 @@ import random
 import numpy as np
 import pytest
 
-from edgekd.devices import get_device
-from edgekd.errors import ConfigError
+from edgekd.core.devices import get_device
+from edgekd.core.errors import ConfigError
 from edgekd.latency_models import make_latency_model
 from edgekd.latency_models.features import OP_TYPES, features, operators, total_mmacs
 from edgekd.latency_models.predictors import (
-    KINDS,
     PredictedLatency,
     block_table_archs,
     fit_block_table,
+    fit_kinds,
     fit_predictor,
     load_predictor,
 )
-from edgekd.pipeline.space import make_space
+from edgekd.spaces import make_space
 
 # Known per-operator costs: overhead (ms) and ms per MMAC, as a device might have them.
 OVERHEAD = {"conv_k3": 0.010, "dw_k3": 0.004, "dw_k5": 0.006, "dw_k7": 0.009, "pw": 0.003, "se": 0.012,
@@ -65,7 +65,7 @@ def test_flops_baseline_cannot_follow_per_operator_overheads_the_lut_and_learned
     train, heldout = pairs[:120], pairs[120:]
     measured = np.array([ms for _, ms in heldout])
     errors = {}
-    for kind in KINDS:
+    for kind in fit_kinds():
         p = fit_predictor(kind, train)
         errors[kind] = np.mean(np.abs(p.predict_many([s for s, _ in heldout]) - measured) / measured)
     assert errors["lut"] < 1e-6 and errors["learned"] < errors["flops"]
@@ -73,7 +73,7 @@ def test_flops_baseline_cannot_follow_per_operator_overheads_the_lut_and_learned
 
 def test_every_kind_round_trips_through_its_json_file(specs, tmp_path):
     pairs = [(s, _true_ms(s) * (1 + 0.05 * np.sin(i))) for i, s in enumerate(specs[:60])]
-    for kind in KINDS:
+    for kind in fit_kinds():
         p = fit_predictor(kind, pairs, {"device": "pi", "runtime": "onnxruntime-1.32.0", "space": {"name": "mnas"}})
         path = p.save(tmp_path / f"{kind}.json")
         doc = json.loads(path.read_text())

@@ -11,10 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.errors import DeviceError
+from edgekd.core.errors import DeviceError
 from edgekd.latency_models.measured import MeasuredLatency
-from edgekd.latency_models.ssh import SshBackend
-from edgekd.pipeline.space import make_space
+from edgekd.runtime.ssh import SshBackend
+from edgekd.spaces import make_space
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@ import random
 import pytest
 import torch
 
-from edgekd.errors import ConfigError
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
-from edgekd.pipeline.space import make_space
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.errors import ConfigError
+from edgekd.spaces import make_space
 
 
 @pytest.fixture

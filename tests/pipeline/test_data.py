@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from edgekd.core.errors import DataError
 from edgekd.data import load_data
-from edgekd.errors import DataError
 
 
 def _write_cifar(root, per_batch=20):

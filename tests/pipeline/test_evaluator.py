@@ -1,10 +1,10 @@
 import torch
 
-from edgekd.config import KDConfig, TrainConfig
+from edgekd.core.arch import build
+from edgekd.core.config import KDConfig, TrainConfig
 from edgekd.data import load_data
-from edgekd.pipeline.arch import build
-from edgekd.pipeline.evaluator import KDProxyEvaluator
-from edgekd.pipeline.space import make_space
+from edgekd.evaluators.proxy import KDProxyEvaluator
+from edgekd.spaces import make_space
 from edgekd.train import evaluate, train
 
 

@@ -9,9 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.config import TrainConfig
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.config import TrainConfig
 from edgekd.data import load_data
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.pipeline.teacher import save_checkpoint
 from edgekd.train import train
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgekd.config import KDConfig, TrainConfig
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.config import KDConfig, TrainConfig
 from edgekd.data import load_data
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.train import evaluate, kd_loss, train
 
 

@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from edgekd.config import TrainConfig
+from edgekd.core.arch import build
+from edgekd.core.config import TrainConfig
+from edgekd.core.errors import ConfigError
 from edgekd.data import load_data
-from edgekd.errors import ConfigError
-from edgekd.latency_models.flops import count_macs_params
-from edgekd.pipeline.arch import build
-from edgekd.pipeline.dna import (
+from edgekd.evaluators.dna import (
     BlockwiseStudent,
     TeacherBlocks,
     rate_paths,
@@ -29,11 +28,12 @@ from edgekd.pipeline.dna import (
     teacher_targets,
     train_blockwise,
 )
-from edgekd.pipeline.ennas import DiversitySampler, ensemble_weights, train_supernet, uniform_expected_diversity
-from edgekd.pipeline.oneshot import LayerMacs
-from edgekd.pipeline.space import make_space
-from edgekd.pipeline.supernet import Supernet
+from edgekd.evaluators.ennas import DiversitySampler, ensemble_weights, train_supernet, uniform_expected_diversity
+from edgekd.evaluators.supernet import Supernet
+from edgekd.latency_models.flops import count_macs_params
+from edgekd.pipeline.search.oneshot import LayerMacs
 from edgekd.pipeline.teacher import default_teacher_arch
+from edgekd.spaces import make_space
 
 
 def test_mbv2_space_rejects_architectures_of_another_space():
@@ -203,9 +203,9 @@ def test_ennas_search_stage_trains_the_supernet_once_and_searches_with_inherited
 
 def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_target(
         tmp_path, make_tiny_config, monkeypatch):
+    from edgekd.evaluators.dna import path_loss
     from edgekd.pipeline.context import open_run
-    from edgekd.pipeline.dna import path_loss
-    from edgekd.pipeline.oneshot import blockwise_student
+    from edgekd.pipeline.search.oneshot import blockwise_student
     from edgekd.pipeline.run import run_search
 
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))

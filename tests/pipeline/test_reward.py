@@ -1,6 +1,6 @@
 import pytest
 
-from edgekd.errors import ConfigError
+from edgekd.core.errors import ConfigError
 from edgekd.pipeline.reward import Reward, mnas_reward
 
 

@@ -7,14 +7,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from edgekd.config import KDConfig, TrainConfig
+from edgekd.core.config import KDConfig, TrainConfig
+from edgekd.core.errors import ConfigError
 from edgekd.data import load_data
-from edgekd.errors import ConfigError
+from edgekd.evaluators.proxy import KDProxyEvaluator
 from edgekd.latency_models.measured import MeasuredLatency
-from edgekd.pipeline.evaluator import KDProxyEvaluator
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.search import KD_ALPHAS, KD_TAUS, eval_key, open_storage, pareto_front, search, storage_url
-from edgekd.pipeline.space import RestrictedSpace, make_space
+from edgekd.pipeline.search.objective import KD_ALPHAS, KD_TAUS, eval_key, search
+from edgekd.pipeline.search.records import pareto_front
+from edgekd.pipeline.search.storage import open_storage, storage_url
+from edgekd.spaces import RestrictedSpace, make_space
 
 
 class CountingEvaluator:
@@ -114,7 +116,7 @@ def test_a_trial_whose_process_died_before_owning_it_is_failed_and_retried(setup
     study = optuna.load_study(study_name="tiny", storage=storage_url(out))
     orphan = study.ask()  # killed between creating the trial and its first instant: no owner, no heartbeat
     choices = {k: orphan.suggest_categorical(k, v) for k, v in space.choices.items()}
-    monkeypatch.setattr("edgekd.pipeline.search.ORPHAN_AGE_S", 0.0)  # instead of waiting the grace period
+    monkeypatch.setattr("edgekd.pipeline.search.storage.ORPHAN_AGE_S", 0.0)  # instead of waiting the grace period
     grown = cfg.model_copy(update={"search": cfg.search.model_copy(update={"trials": 3})})
     again = CountingEvaluator(proxy)
     search(grown, space, again, latency, reward, out)

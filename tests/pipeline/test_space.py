@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from edgekd.errors import ConfigError
-from edgekd.pipeline.space import make_space
+from edgekd.core.errors import ConfigError
+from edgekd.spaces import make_space
 
 
 @pytest.mark.parametrize("resolution, downsamplings", [(8, 1), (16, 2), (32, 3), (224, 5)])

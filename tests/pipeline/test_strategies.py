@@ -5,10 +5,10 @@ import optuna
 import pytest
 import torch
 
-from edgekd.errors import ConfigError
-from edgekd.pipeline.strategies import make_strategy
-from edgekd.pipeline.strategies.distinct import DistinctSampler
-from edgekd.pipeline.strategies.rl import STATE_KEY, PPOControllerSampler, ppo_loss
+from edgekd.core.errors import ConfigError
+from edgekd.strategies import make_strategy
+from edgekd.strategies.distinct import DistinctSampler
+from edgekd.strategies.rl import STATE_KEY, PPOControllerSampler, ppo_loss
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

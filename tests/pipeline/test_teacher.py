@@ -8,9 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
+from edgekd.core.arch import build
+from edgekd.core.errors import DataError
 from edgekd.data import load_data
-from edgekd.errors import DataError
-from edgekd.pipeline.arch import build
 from edgekd.pipeline.teacher import default_teacher_arch, prepare_teacher, save_checkpoint
 
 

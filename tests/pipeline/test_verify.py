@@ -10,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.errors import BundleError, ValidationFailed
+from edgekd.core.arch import ArchSpec, build
+from edgekd.core.errors import BundleError, ValidationFailed
 from edgekd.exporters.onnx import export_onnx
-from edgekd.pipeline.arch import ArchSpec, build
 from edgekd.pipeline.package import sha256
 from edgekd.pipeline.run import run_all
 from edgekd.pipeline.trust import generate_keypair, private_key, sign

@@ -5,9 +5,9 @@ import pickle
 
 import pytest
 
+from edgekd.core.arch import build
+from edgekd.core.errors import RunStateError
 from edgekd.data import load_data
-from edgekd.errors import RunStateError
-from edgekd.pipeline.arch import build
 from edgekd.pipeline.distill import load_student
 from edgekd.pipeline.teacher import default_teacher_arch, prepare_teacher, save_checkpoint
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.config import resolve_config, write_json
-from edgekd.pipeline.arch import ArchSpec, BlockSpec
+from edgekd.core.arch import ArchSpec, BlockSpec
+from edgekd.core.config import resolve_config, write_json
 
 EPOCHS = 8
 LOSS_TOLERANCE = 0.05

@@ -14,10 +14,10 @@ from PIL import Image
 from torch import nn
 
 import edgekd
-from edgekd.config import KDConfig, TrainConfig
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.config import KDConfig, TrainConfig
+from edgekd.core.errors import ConfigError, DeviceError, RunStateError
 from edgekd.data import load_data
-from edgekd.errors import ConfigError, DeviceError, RunStateError
-from edgekd.pipeline.arch import ArchSpec, BlockSpec, build
 from edgekd.train import (
     CachedLogits,
     DistillTask,
@@ -224,10 +224,10 @@ def test_every_pipeline_trainer_steps_through_the_one_schedule(monkeypatch, tmp_
     before = len(calls)
     run_search(ennas)
     counts["ennas supernet"] = len(calls) - before
-    from edgekd.pipeline.dna import BlockwiseStudent, TeacherBlocks, stage_cuts, train_blockwise
-    from edgekd.pipeline.space import make_space
-    from edgekd.pipeline.supernet import Supernet
+    from edgekd.evaluators.dna import BlockwiseStudent, TeacherBlocks, stage_cuts, train_blockwise
+    from edgekd.evaluators.supernet import Supernet
     from edgekd.pipeline.teacher import default_teacher_arch
+    from edgekd.spaces import make_space
 
     data = load_data("synthetic", resolution=16)
     gm, cuts = stage_cuts(build(default_teacher_arch(data)), data.tensors("val", limit=2)[0])

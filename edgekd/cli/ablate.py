@@ -1,0 +1,36 @@
+"""``edgekd ablate``: AKD's searched-by x trained-by table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from edgekd.cli.app import RunsDir, app, handles_errors
+from edgekd.core.ui import console
+
+
+@app.command()
+@handles_errors
+def ablate(
+    runs: Annotated[list[str], typer.Argument(help="Names of finished searches (e.g. one with --reward-training kd, "
+                                                   "one with ce) on the same data and teacher")],
+    top: Annotated[int, typer.Option(help="Best students taken from each search")] = 3,
+    epochs: Annotated[int | None, typer.Option(
+        help=escape("Training epochs [default: the run's distill epochs]"))] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """AKD's "searched by x trained by" table: each search's top students trained with hard labels and with KD."""
+    from edgekd.core.ui import summary
+    from edgekd.pipeline.ablate import TRAININGS
+    from edgekd.pipeline.ablate import ablate as run_ablation
+
+    if len(runs) < 2:
+        raise typer.BadParameter("give at least two runs to compare")
+    out = runs_dir / ("ablate-" + "-".join(runs))
+    table = run_ablation([runs_dir / r for r in runs], out, top, epochs)
+    summary(f"held-out top-1 (mean of top {top}): trained by {' | '.join(TRAININGS)}",
+            {row: " | ".join(f"{accs[t] * 100:.2f}%" for t in TRAININGS) for row, accs in table.items()})
+    console.print(f"written to {out}/ablation.md and ablation.json")

@@ -1,0 +1,44 @@
+"""``edgekd profile``: measure a device and fit its latency predictors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from edgekd.cli.app import DevicesFile, app, handles_errors
+from edgekd.core.ui import console
+
+
+@app.command()
+@handles_errors
+def profile(
+    device: Annotated[str, typer.Option(help="Device to measure (a name in devices.yaml)")] = "host-cpu",
+    devices_file: DevicesFile = None,
+    archs: Annotated[int, typer.Option(help="Random architectures measured to fit the predictors")] = 300,
+    heldout: Annotated[int, typer.Option(help="Further architectures the predictors are scored on")] = 100,
+    kind: Annotated[str, typer.Option(help="Predictor to choose: flops | lut | learned | blocks")] = "lut",
+    blocks: Annotated[bool, typer.Option(help="Also profile the block table in context (kind blocks)")] = True,
+    data: Annotated[str, typer.Option(help="Data whose input shape the architectures take")] = "digits",
+    resolution: Annotated[int | None, typer.Option(
+        help=escape("Input resolution [default: the data's own]"))] = None,
+    space: Annotated[str, typer.Option(help="Search space preset")] = "mnas",
+    space_width: Annotated[float, typer.Option(help="Channel scale of the search space")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the architecture sample")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for the predictor files and the report")] = Path("predictors"),
+) -> None:
+    """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
+    from edgekd.core.ui import summary
+    from edgekd.pipeline.profile import profile
+
+    report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
+                     out)
+    summary(f"{device}: {report['n_heldout']} held-out architectures", {
+        k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
+           f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction ({r['speedup']:.0f}x cheaper)"
+        for k, r in report["predictors"].items()
+    })
+    console.print(f"saved {report['chosen_file']}; use it with a devices.yaml entry `kind: predictor` and "
+                  f"`file: {report['chosen_file']}`")

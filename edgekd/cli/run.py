@@ -1,0 +1,34 @@
+"""``edgekd run``: every stage in one go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.cli.app import (
+    CONFIG_OPTIONS,
+    EXPORT_OPTIONS,
+    RUNTIME_OPTIONS,
+    Name,
+    RunsDir,
+    SignKey,
+    app,
+    handles_errors,
+    with_config_options,
+)
+from edgekd.core.config import resolve_config
+from edgekd.core.ui import console
+
+
+@app.command()
+@handles_errors
+@with_config_options(CONFIG_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
+def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs"),
+        sign_key: SignKey = None) -> None:
+    """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""
+    from edgekd.pipeline.run import run_all
+
+    cfg = resolve_config(runs_dir / name, {"name": name, **overrides})
+    result = run_all(cfg, runs_dir, sign_key)
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
+    console.print(f"[green]done[/] in {sum(result.stage_seconds.values()):.1f}s ({times}); bundle: {result.bundle}")

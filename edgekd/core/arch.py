@@ -1,0 +1,173 @@
+"""ArchSpec: the single serializable description of a student (or teacher) network, and ``build``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from edgekd.core.errors import ConfigError
+
+OPS = ("conv", "dsconv", "mbconv")
+"""Block operators: a regular conv, a depthwise-separable conv (MobileNetV1), an inverted bottleneck (MBConv)."""
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One layer: ``op`` with ``kernel``, ``expand`` (MBConv only), SE ratio, output channels, stride.
+
+    ``residual`` adds an identity skip where shapes allow it (stride 1 and unchanged channels);
+    ``stage`` is the search-space stage the layer belongs to.
+    """
+
+    op: str
+    kernel: int
+    out_channels: int
+    stride: int = 1
+    expand: int = 1
+    se_ratio: float = 0.0
+    residual: bool = False
+    stage: int = 0
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ConfigError(f"unknown block op {self.op!r}; expected one of {OPS}")
+        if self.kernel % 2 != 1 or self.kernel < 1:
+            raise ConfigError(f"kernel must be odd and positive, got kernel={self.kernel}")
+        if self.stride not in (1, 2):
+            raise ConfigError(f"stride must be 1 or 2, got stride={self.stride}")
+        if self.out_channels < 1 or self.expand < 1:
+            raise ConfigError(f"channels and expand must be >= 1, got {self.out_channels=}, {self.expand=}")
+        if not 0.0 <= self.se_ratio < 1.0:
+            raise ConfigError(f"se_ratio must lie in [0, 1), got se_ratio={self.se_ratio}")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: input, stem, blocks, head and classifier. Hashable, JSON round-trippable."""
+
+    resolution: int
+    in_channels: int
+    num_classes: int
+    stem_channels: int
+    blocks: tuple[BlockSpec, ...]
+    head_channels: int
+    stem_stride: int = 1
+    name: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (the JSON schema of arch.json)."""
+        d = asdict(self)
+        d["blocks"] = [asdict(b) for b in self.blocks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
+        """Rebuild from :meth:`to_dict` output; unknown or missing fields are a ConfigError."""
+        try:
+            blocks = tuple(BlockSpec(**b) for b in d["blocks"])
+            return cls(**{**d, "blocks": blocks})
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"not a valid ArchSpec: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def id(self) -> str:
+        """Stable content hash (16 hex digits); the display name is not part of it."""
+        d = self.to_dict()
+        d.pop("name")
+        canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.resolution, self.resolution)
+
+
+def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation with the bottleneck width set by ``ratio`` of the block input channels."""
+
+    def __init__(self, channels: int, squeeze_channels: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze_channels, 1)
+        self.expand = nn.Conv2d(squeeze_channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = nn.functional.adaptive_avg_pool2d(x, 1)  # exports as GlobalAveragePool, which keeps ORT's NCHWc layout
+        s = self.expand(nn.functional.relu(self.reduce(s)))
+        return x * nn.functional.hardsigmoid(s)
+
+
+class Block(nn.Module):
+    """One :class:`BlockSpec` as a module."""
+
+    def __init__(self, cin: int, spec: BlockSpec) -> None:
+        super().__init__()
+        self.residual = spec.residual and spec.stride == 1 and cin == spec.out_channels
+        k, s, cout = spec.kernel, spec.stride, spec.out_channels
+        layers: list[nn.Module]
+        if spec.op == "conv":
+            layers = [conv_bn_act(cin, cout, k, s)]
+            se_channels = cout
+        elif spec.op == "dsconv":
+            layers = [conv_bn_act(cin, cin, k, s, groups=cin)]
+            se_channels = cin
+        else:
+            hidden = cin * spec.expand
+            layers = [conv_bn_act(cin, hidden, 1)] if spec.expand != 1 else []
+            layers.append(conv_bn_act(hidden, hidden, k, s, groups=hidden))
+            se_channels = hidden
+        if spec.se_ratio > 0:
+            layers.append(SqueezeExcite(se_channels, max(1, int(cin * spec.se_ratio))))
+        if spec.op == "dsconv":
+            layers.append(conv_bn_act(cin, cout, 1))
+        elif spec.op == "mbconv":
+            layers.append(conv_bn_act(se_channels, cout, 1, act=False))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class Network(nn.Module):
+    """stem -> blocks -> 1x1 head -> global average pool -> linear classifier."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        self.stem = conv_bn_act(spec.in_channels, spec.stem_channels, 3, spec.stem_stride)
+        blocks, cin = [], spec.stem_channels
+        for b in spec.blocks:
+            blocks.append(Block(cin, b))
+            cin = b.out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.head = conv_bn_act(cin, spec.head_channels, 1)
+        self.classifier = nn.Linear(spec.head_channels, spec.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def build(spec: ArchSpec) -> nn.Module:
+    """The ``nn.Module`` described by ``spec`` (freshly initialised)."""
+    return Network(spec)

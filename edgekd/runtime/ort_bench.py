@@ -1,0 +1,52 @@
+"""Benchmark ONNX models in ONNX Runtime, in this process: ``python -m edgekd.runtime.ort_bench``.
+
+The ``local`` device runs it in fresh processes (pinned threads and CPU affinity, nothing left over from
+earlier work); on a board reached over ssh it is the ONNX Runtime benchmark a device entry can call. For each
+model it prints a human line ``median_ms=... p10_ms=... p90_ms=...`` and then one line of JSON with the
+measurement. Torch is never imported here, so a fresh process starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from edgekd.runtime.ort import EXECUTION_PROVIDERS, onnxruntime_version, open_onnx, ort_session
+from edgekd.runtime.timing import time_runner
+
+
+def model_input_shape(path: Path) -> tuple[int, ...]:
+    """The model's input shape without the batch axis."""
+    shape = ort_session(path).get_inputs()[0].shape[1:]
+    if not all(isinstance(d, int) for d in shape):
+        raise ValueError(f"{path} has a symbolic non-batch input dimension: {shape}")
+    return tuple(shape)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--provider", choices=sorted(EXECUTION_PROVIDERS), default="cpu",
+                        help="ONNX Runtime execution provider (cuda needs onnxruntime-gpu)")
+    parser.add_argument("--affinity", default="", help="comma-separated CPU ids to pin this process to")
+    args = parser.parse_args(argv)
+    affinity = [int(c) for c in args.affinity.split(",") if c.strip()]
+    if affinity:
+        os.sched_setaffinity(0, affinity)
+    for model in args.models:
+        m = time_runner(open_onnx(model, args.threads, args.provider), model_input_shape(model), args.warmup,
+                        args.repeats, args.threads, onnxruntime_version(args.provider), args.batch)
+        m = dataclasses.replace(m, affinity=sorted(os.sched_getaffinity(0)) if affinity else None)
+        print(f"median_ms={m.median_ms:.6f} p10_ms={m.p10_ms:.6f} p90_ms={m.p90_ms:.6f}")
+        print(json.dumps(dataclasses.asdict(m)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
