@@ -49,9 +49,9 @@ def main() -> None:
     from edgekd.evaluators.supernet import Supernet, SupernetEvaluator
     from edgekd.latency_models.flops import count_macs_params
     from edgekd.pipeline.context import open_run
-    from edgekd.pipeline.search.oneshot import LayerMacs, blockwise_student, dna_search
     from edgekd.pipeline.reward import Reward
     from edgekd.pipeline.search.objective import search
+    from edgekd.pipeline.search.oneshot import LayerMacs, blockwise_evaluator, dna_search
 
     root = Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=32)
@@ -105,7 +105,8 @@ def main() -> None:
           f"uniform {np.mean([e[1] for e in exact]):.4f}")
 
     # DNA: block-wise distillation and the rating of every block path (the search stage's own code and files)
-    (student, ratings), walls["dna_train_rate"] = timed(lambda: blockwise_student(ctx))
+    dna, walls["dna_train_rate"] = timed(lambda: blockwise_evaluator(ctx))
+    student, ratings = dna.student, dna.ratings
     print(f"DNA: {len(student.cuts)} blocks at resolutions {[c.resolution for c in student.cuts]}, "
           f"{sum(map(len, ratings))} block paths rated; {walls['dna_train_rate']:.0f} s")
 
@@ -134,7 +135,7 @@ def main() -> None:
     ennas_result, search_s = timed(lambda: search(cfg, space, evaluators["ennas"], ctx.latency, reward,
                                                   ctx.stage_dir("search")))
     walls["ennas_search"] = walls["ennas"] + search_s
-    dna_result, select_s = timed(lambda: dna_search(ctx, reward, student, ratings))  # the trained blocks' ratings
+    dna_result, select_s = timed(lambda: dna_search(ctx, reward, dna))  # the trained blocks' ratings
     walls["dna_search"] = walls["dna_train_rate"] + select_s
 
     def standalone_reward(spec) -> float:

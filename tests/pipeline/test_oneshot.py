@@ -205,8 +205,8 @@ def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_targe
         tmp_path, make_tiny_config, monkeypatch):
     from edgekd.evaluators.dna import path_loss
     from edgekd.pipeline.context import open_run
-    from edgekd.pipeline.search.oneshot import blockwise_student
     from edgekd.pipeline.run import run_search
+    from edgekd.pipeline.search.oneshot import blockwise_evaluator
 
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
     cfg = make_tiny_config(data="digits", resolution=16, search={
@@ -216,7 +216,8 @@ def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_targe
     result = run_search(ctx)
     best = json.loads((ctx.stage_dir("search") / "best.json").read_text())
     assert best["mmacs"] <= 3.0 and best["evaluator"] == "dna"
-    student, ratings = blockwise_student(ctx)  # resumed: trained and rated already
+    rated = blockwise_evaluator(ctx)  # resumed: trained and rated already
+    student, ratings = rated.student, rated.ratings
     space, picked = ctx.space, path_loss(student, ratings, best["choices"])
     assert picked == pytest.approx(best["dna_loss"])
     macs = LayerMacs.of_space(space)  # additive MACs: checked against thop above
