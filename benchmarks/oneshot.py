@@ -48,7 +48,7 @@ def main() -> None:
     from edgekd.evaluators.proxy import KDProxyEvaluator
     from edgekd.evaluators.supernet import Supernet, SupernetEvaluator
     from edgekd.latency_models.flops import count_macs_params
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.reward import Reward
     from edgekd.pipeline.search.objective import search
     from edgekd.pipeline.search.oneshot import LayerMacs, blockwise_evaluator, dna_search

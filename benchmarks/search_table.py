@@ -77,7 +77,7 @@ def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
     from edgekd.core.config import RunConfig, SearchConfig, TrainConfig
     from edgekd.core.ui import progress
     from edgekd.evaluators.proxy import KDProxyEvaluator
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
 
     torch.set_num_threads(1)
     proxy = TrainConfig(epochs=epochs, batch_size=64)

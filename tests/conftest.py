@@ -1,6 +1,7 @@
 import getpass
 import glob
 import os
+import pickle
 import pwd
 import shutil
 import socket
@@ -12,7 +13,9 @@ from pathlib import Path
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from edgekd.core.config import RunConfig, TrainConfig
 from edgekd.core.devices import LocalDevice, NamedDevice, SshDevice
@@ -178,3 +181,38 @@ def board(sshd, tmp_path):
 def trtexec_emulator() -> str:
     """Command line of the trtexec stand-in (tests/exporters/trtexec_emulator.py) for the test board."""
     return f"{sys.executable} {Path(__file__).parent / 'exporters' / 'trtexec_emulator.py'}"
+
+
+def _write_cifar(root, per_batch=20):
+    """A cifar-10-batches-py folder in the real pickle format, with few images per batch."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        labels = [(j + i) % 10 for j in range(per_batch)]
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        data[:, 0] = labels  # first red pixel encodes the label: lets the test check image/label alignment
+        with (root / name).open("wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [f"{j}.png".encode() for j in range(per_batch)]}, f)
+    with (root / "batches.meta").open("wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}, f)
+
+
+def _write_image_tree(root, per_class=6, size=(20, 14)):
+    for c, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", size, color).save(root / f"class{c}" / f"{i}.png")
+
+
+@pytest.fixture(scope="session")
+def write_cifar():
+    """Writes a cifar-10-batches-py folder (the real pickle format) at the path given."""
+    return _write_cifar
+
+
+@pytest.fixture(scope="session")
+def write_image_tree():
+    """Writes a class-per-folder PNG tree (3 classes) at the path given."""
+    return _write_image_tree

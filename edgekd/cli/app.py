@@ -188,7 +188,7 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def open_context(name: str, runs_dir: Path, overrides: dict[str, Any]) -> RunContext:
     """The run ``name``'s context, its saved config updated with the command line's ``overrides``."""
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
 
     cfg: RunConfig = resolve_config(runs_dir / name, {"name": name, **overrides})
     return open_run(cfg, runs_dir)

@@ -17,7 +17,8 @@ from edgekd.core.arch import ArchSpec, build
 from edgekd.core.config import KDConfig, RunConfig, config_path, read_json, write_json
 from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.core.ui import progress
-from edgekd.pipeline.context import RunContext, open_run
+from edgekd.pipeline.context import RunContext
+from edgekd.pipeline.opening import open_run
 from edgekd.pipeline.search.storage import study_settings
 from edgekd.train import evaluate, train
 

@@ -8,30 +8,21 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from edgekd.core.config import RunConfig, config_path, read_json, write_json
-from edgekd.core.devices import NamedDevice, get_device
+from edgekd.core.config import RunConfig, read_json, write_json
+from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import ConfigError
-from edgekd.core.ui import console
-from edgekd.data import Data, load_data
-from edgekd.exporters import get_format
-from edgekd.latency_models import LatencyModel, make_latency_model
+from edgekd.data import Data
+from edgekd.latency_models import LatencyModel
 from edgekd.pipeline.reward import Reward
-from edgekd.pipeline.search.evaluation import evaluator_kind
-from edgekd.pipeline.search.storage import check_storage
 from edgekd.pipeline.teacher import Teacher, prepare_teacher
-from edgekd.spaces import SearchSpace, make_space, space_preset
-from edgekd.strategies import strategy_factory
+from edgekd.spaces import SearchSpace, make_space
 from edgekd.train import (
     LOCAL,
     CachedLogits,
     FrozenTeacher,
     Runtime,
     TeacherSignal,
-    distributed,
-    resolve_device,
-    set_threads,
 )
-from edgekd.train.devices import usable_cores
 
 STAGES = ("teacher", "search", "student", "export", "validation", "bundle")
 
@@ -97,42 +88,3 @@ class RunContext:
             return Reward(s.target_mmacs, "mmacs", s.reward)
         target = s.target_ms if s.target_ms is not None else s.target_fraction_of_teacher * self.teacher_latency_ms()
         return Reward(target, "latency_ms", s.reward)
-
-
-def check_names(cfg: RunConfig) -> None:
-    """ConfigError for an unknown search space, strategy, evaluator or export format, or an unusable study
-    storage, before any stage spends minutes on a teacher."""
-    space_preset(cfg.search.space)
-    strategy_factory(cfg.search.strategy)
-    evaluator_kind(cfg.search)
-    for name in cfg.export.formats:
-        get_format(name)
-    if cfg.search.storage:
-        check_storage(cfg.search.storage)
-
-
-def training_runtime(cfg: RunConfig, data: Data, worker: int | None = None) -> Runtime:
-    """The runtime ``cfg`` asks for: the training device, the torchrun process group when launched by torchrun,
-    torch's CPU threads and the loader workers for ``data``. ``worker`` (a ``--jobs`` search process) gets its
-    share of the CPU threads and, on a host with several GPUs, a GPU of its own."""
-    r = cfg.runtime
-    torchrun = distributed.launched_by_torchrun()
-    device = resolve_device(r.train_device, r.amp, distributed.local_rank() if torchrun else worker)
-    dist = distributed.setup(device.kind)
-    console.quiet = console.quiet or not dist.main
-    set_threads(r.threads, share=cfg.search.jobs if worker is not None else dist.local_world)
-    workers = r.workers if r.workers is not None else 0 if data.source.in_memory else min(4, usable_cores())
-    return Runtime(device, dist, workers, cfg.augment, r.checkpoint_steps, r.checkpoint_minutes)
-
-
-def open_run(cfg: RunConfig, runs_root: Path, worker: int | None = None) -> RunContext:
-    """Check ``cfg``'s names and load its data, device and training runtime (``worker``: which process of a
-    ``--jobs`` search this is); the teacher is prepared when a stage first needs it."""
-    check_names(cfg)
-    run_dir = runs_root / cfg.name
-    if not config_path(run_dir).is_file():  # the Python API skips resolve_config; a run always records its config
-        write_json(config_path(run_dir), cfg.public_dump())
-    device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
-    data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
-    latency = make_latency_model(device, cache_dir() / "latency.sqlite")
-    return RunContext(cfg, run_dir, data, device, latency, training_runtime(cfg, data, worker))

@@ -11,9 +11,10 @@ from edgekd.core.arch import ArchSpec
 from edgekd.core.config import KDConfig, RunConfig, read_json
 from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.core.ui import console, summary
-from edgekd.pipeline.context import RunContext, open_run
+from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student, distill, load_student
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
+from edgekd.pipeline.opening import open_run
 from edgekd.pipeline.package import package, sha256
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.evaluation import EVALUATORS, evaluator_kind

@@ -1,6 +1,4 @@
-import pickle
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -9,24 +7,8 @@ from edgekd.core.errors import DataError
 from edgekd.data import load_data
 
 
-def _write_cifar(root, per_batch=20):
-    """A cifar-10-batches-py folder in the real pickle format, with few images per batch."""
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for i, name in enumerate(names):
-        labels = [(j + i) % 10 for j in range(per_batch)]
-        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        data[:, 0] = labels  # first red pixel encodes the label: lets the test check image/label alignment
-        with (root / name).open("wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [f"{j}.png".encode() for j in range(per_batch)]}, f)
-    with (root / "batches.meta").open("wb") as f:
-        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}, f)
-
-
-def test_cifar10_reader_uses_train_batches_and_test_batch(tmp_path):
-    _write_cifar(tmp_path / "cifar-10-batches-py")
+def test_cifar10_reader_uses_train_batches_and_test_batch(tmp_path, write_cifar):
+    write_cifar(tmp_path / "cifar-10-batches-py")
     data = load_data(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", mini_val_fraction=0.2)
     assert data.input_shape == (3, 32, 32)
     assert data.classes == [f"c{i}" for i in range(10)]
@@ -38,28 +20,21 @@ def test_cifar10_reader_uses_train_batches_and_test_batch(tmp_path):
     assert torch.equal(parent.images(every), data.images(every)) and parent.source_note == data.source_note
 
 
-def test_cifar10_errors_name_what_is_missing(tmp_path):
+def test_cifar10_errors_name_what_is_missing(tmp_path, write_cifar):
     with pytest.raises(DataError, match="not found"):
         load_data(f"cifar10:{tmp_path / 'nope'}")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "data_batch_1").write_bytes(b"junk")
     with pytest.raises(DataError, match="missing data_batch_2"):
         load_data(f"cifar10:{tmp_path / 'half'}")
-    _write_cifar(tmp_path / "bad")
+    write_cifar(tmp_path / "bad")
     (tmp_path / "bad" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_3"):
         load_data(f"cifar10:{tmp_path / 'bad'}")
 
 
-def _write_tree(root, per_class=6, size=(20, 14)):
-    for c, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", size, color).save(root / f"class{c}" / f"{i}.png")
-
-
-def test_imagefolder_reader_resizes_and_splits(tmp_path):
-    _write_tree(tmp_path / "tree")
+def test_imagefolder_reader_resizes_and_splits(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "tree")
     data = load_data(f"imagefolder:{tmp_path / 'tree'}", resolution=16, val_fraction=1 / 3)
     assert data.input_shape == (3, 16, 16)
     assert data.classes == ["class0", "class1", "class2"]
@@ -68,27 +43,27 @@ def test_imagefolder_reader_resizes_and_splits(tmp_path):
     assert (red[:, 0] == 255).all() and (red[:, 1:] == 0).all()
 
 
-def test_imagefolder_with_train_and_val_trees(tmp_path):
-    _write_tree(tmp_path / "ds" / "train", per_class=4)
-    _write_tree(tmp_path / "ds" / "val", per_class=2)
+def test_imagefolder_with_train_and_val_trees(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "ds" / "train", per_class=4)
+    write_image_tree(tmp_path / "ds" / "val", per_class=2)
     data = load_data(f"imagefolder:{tmp_path / 'ds'}")
     assert len(data.index("train")) == 12 and len(data.index("val")) == 6
 
 
-def test_imagefolder_errors(tmp_path):
+def test_imagefolder_errors(tmp_path, write_image_tree):
     with pytest.raises(DataError, match="not found"):
         load_data(f"imagefolder:{tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class sub-folders"):
         load_data(f"imagefolder:{tmp_path / 'empty'}")
-    _write_tree(tmp_path / "broken", per_class=2)
+    write_image_tree(tmp_path / "broken", per_class=2)
     (tmp_path / "broken" / "class1" / "x.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="cannot read image"):
         load_data(f"imagefolder:{tmp_path / 'broken'}")
 
 
-def test_a_small_tree_is_split_without_stratification_and_a_tiny_one_is_a_clear_error(tmp_path):
-    _write_tree(tmp_path / "small", per_class=2)  # 6 images: 1 held out cannot hold all 3 classes
+def test_a_small_tree_is_split_without_stratification_and_a_tiny_one_is_a_clear_error(tmp_path, write_image_tree):
+    write_image_tree(tmp_path / "small", per_class=2)  # 6 images: 1 held out cannot hold all 3 classes
     data = load_data(f"imagefolder:{tmp_path / 'small'}")
     parts = [set(data.index(s).tolist()) for s in ("mini_train", "mini_val", "val")]
     assert all(parts) and not (parts[0] & parts[1]) and len(set().union(*parts)) == 6

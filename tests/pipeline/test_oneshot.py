@@ -178,7 +178,7 @@ def test_dna_refuses_blocks_too_large_to_rate_exhaustively():
 
 def test_ennas_search_stage_trains_the_supernet_once_and_searches_with_inherited_weights(
         tmp_path, make_tiny_config, monkeypatch):
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.run import run_search
 
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
@@ -204,7 +204,7 @@ def test_ennas_search_stage_trains_the_supernet_once_and_searches_with_inherited
 def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_target(
         tmp_path, make_tiny_config, monkeypatch):
     from edgekd.evaluators.dna import path_loss
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.run import run_search
     from edgekd.pipeline.search.oneshot import blockwise_evaluator
 

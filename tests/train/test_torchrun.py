@@ -24,7 +24,7 @@ ACCURACY_TOLERANCE = 0.03
 def _prepared_run(runs: Path, name: str, teacher_from: Path | None = None) -> Path:
     """A run whose teacher is trained (or copied from ``teacher_from``, the same seed's) and whose search picked
     a student, ready for `edgekd distill`."""
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
 
     overrides = {"name": name, "data": "synthetic", "resolution": 16, "teacher_train.epochs": 2,
                  "distill.epochs": EPOCHS, "distill.batch_size": 64, "runtime.train_device": "cpu",
@@ -76,7 +76,7 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_distill_as_one_does_with_the_same_global_batch(runs):
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.run import run_distill
 
     launcher = _torchrun(runs, "two")

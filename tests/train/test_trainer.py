@@ -205,7 +205,7 @@ def test_every_training_goes_through_the_one_trainer():
 
 
 def test_every_pipeline_trainer_steps_through_the_one_schedule(monkeypatch, tmp_path, make_tiny_config):
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.run import run_distill, run_search
 
     calls = []
@@ -273,7 +273,7 @@ def test_epoch_stats_round_trip_through_the_state(tmp_path):
 def test_a_torchvision_teacher_at_its_native_224_px_teaches_online_with_augmentation(tmp_path, make_tiny_config):
     import torchvision
 
-    from edgekd.pipeline.context import open_run
+    from edgekd.pipeline.opening import open_run
 
     tree = write_jpeg_tree(tmp_path / "tree", classes=2, per_class=6, size=40)
     weights = tmp_path / "resnet18.pt"
