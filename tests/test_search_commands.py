@@ -84,7 +84,7 @@ def _edgekd(*args, **kw):
 
 def test_two_workers_share_a_study_and_a_killed_worker_s_trial_is_retried(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    common = [*BASE, "--trials", "6", "--storage", storage, "--study", "shared", "--runs-dir",
+    common = [*BASE, "--trials", "6", "--storage", storage, "--study", "shared", "--target-ms", "0.5", "--runs-dir",
               str(tmp_path / "runs")]
     doomed = _edgekd("search", "--name", "a", *common)
     survivor = _edgekd("search", "--name", "b", *common)
@@ -114,6 +114,9 @@ def test_two_workers_share_a_study_and_a_killed_worker_s_trial_is_retried(tmp_pa
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert 6 <= len(complete) <= 7  # the killed worker may have finished a trial the survivor then counted
     assert {t.user_attrs["worker"].rpartition(":")[2] for t in complete} >= {str(survivor.pid)}
+    other_target = [*common[:common.index("--target-ms")], "--target-ms", "0.7", *common[common.index("--runs-dir"):]]
+    result = runner.invoke(app, ["search", "--name", "c", *other_target])
+    assert result.exit_code == 2 and "need one target" in result.output, result.output
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

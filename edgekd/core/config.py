@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgekd.core.errors import ConfigError
+from edgekd.core.errors import ConfigError, RunStateError
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -181,6 +181,10 @@ class RunConfig(_Model):
     runtime: RuntimeConfig = RuntimeConfig()
     version: str = "0.1.0"
 
+    def student_kd(self, searched: KDConfig) -> KDConfig:
+        """The KD settings a chosen student trains with: those searched with it (``search_kd``), else the run's."""
+        return searched if self.search.search_kd else self.kd
+
     def public_dump(self) -> dict[str, Any]:
         """The config as JSON data for run files and bundles: a storage URL's password masked."""
         data = self.model_dump(mode="json")
@@ -242,7 +246,9 @@ def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"the runs directory {run_dir.parent} is a file, not a folder")
     path = config_path(run_dir)
     holds_work = path.is_file() and any(p != path for p in run_dir.iterdir())
-    saved = json.loads(path.read_text()) if holds_work else None
+    saved = read_json(path) if holds_work else None
+    if saved is not None and not isinstance(saved, dict):
+        raise RunStateError(f"{path} is not a run configuration (a JSON object)")
     base = _flatten(saved or RunConfig().public_dump())
     if saved:
         shown = {k: mask_url(v) if k == "search.storage" else v for k, v in overrides.items()}
@@ -269,4 +275,12 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A JSON file of a run; RunStateError naming it when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise RunStateError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise RunStateError(f"{path} is not a readable JSON file ({reason}); restore it, or delete the stage's "
+                            "folder to redo that stage") from None

@@ -16,7 +16,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -139,11 +139,25 @@ def _synthetic(path: str, resolution: int | None) -> Read:
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
+NUMPY_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                 for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+"""What a CIFAR-10 batch may name: numpy's array reconstruction. Anything else (a function to call) is refused."""
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in NUMPY_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never does "
+                                         "(refused: unpickling it could run code)")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    """A CIFAR-10 batch (Python pickles, the published format), read without running anything it names."""
     try:
         with path.open("rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+            return _ArraysOnly(f, encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
         raise DataError(f"cannot read CIFAR-10 batch {path}: {exc}") from exc
 
 
@@ -161,14 +175,28 @@ def _cifar10(path: str, resolution: int | None) -> Read:
     if missing:
         raise DataError(f"{root} is not a cifar-10-batches-py folder: missing {', '.join(missing)}")
 
-    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+    def entry(name: str, key: bytes) -> Any:
         d = _unpickle(root / name)
-        if b"data" not in d or b"labels" not in d:
-            raise DataError(f"{root / name} lacks the b'data' / b'labels' entries of a CIFAR-10 batch")
-        return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+        if not isinstance(d, dict) or key not in d:
+            raise DataError(f"{root / name} lacks the {key!r} entry of a CIFAR-10 file")
+        return d[key]
+
+    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            images = np.asarray(entry(name, b"data"), dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(entry(name, b"labels"), np.int64)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{root / name} is not a CIFAR-10 batch of 32x32 RGB images: {exc}") from None
+        if len(images) != len(labels) or not ((labels >= 0) & (labels < 10)).all():
+            raise DataError(f"{root / name}: {len(images)} images and {len(labels)} labels in 0..9 expected")
+        return images, labels
 
     parts = [read(n) for n in names[:6]]
-    classes = [c.decode() for c in _unpickle(root / "batches.meta")[b"label_names"]]
+    label_names = entry("batches.meta", b"label_names")
+    named = isinstance(label_names, list) and len(label_names) == 10
+    if not named or not all(isinstance(c, bytes) for c in label_names):
+        raise DataError(f"{root / 'batches.meta'}: label_names is not a list of the 10 class names")
+    classes = [c.decode(errors="replace") for c in label_names]
     meta = dict(classes=classes, mean=CIFAR_MEAN, std=CIFAR_STD, channel_order="RGB", source_note=f"CIFAR-10 at {root}")
     images = np.concatenate([p[0] for p in parts])
     return Read(ArraySource(images, resolution), np.concatenate([p[1] for p in parts]), len(parts[-1][1]), meta)

@@ -19,6 +19,7 @@ from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.core.ui import progress
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.opening import open_run
+from edgekd.pipeline.search.records import read_records
 from edgekd.pipeline.search.storage import study_settings
 from edgekd.train import evaluate, train
 
@@ -29,10 +30,8 @@ TRAININGS = ("hard labels", "distillation")
 
 def top_students(run_dir: Path, k: int) -> list[dict[str, Any]]:
     """The ``k`` best complete trials of a finished search, one per architecture."""
-    trials = run_dir / "search" / "trials.json"
-    if not trials.is_file():
-        raise RunStateError(f"{run_dir} has no finished search ({trials} is missing); run `edgekd search` first")
-    ranked = sorted((t for t in read_json(trials) if t["state"] == "complete"), key=lambda t: -t["reward"])
+    ranked = sorted((t for t in read_records(run_dir / "search") if t["state"] == "complete"),
+                    key=lambda t: -t["reward"])
     top: dict[str, dict[str, Any]] = {}
     for t in ranked:
         top.setdefault(t["arch_id"], t)
@@ -82,7 +81,7 @@ def _key(run_dir: Path, cfg: RunConfig, trial: dict[str, Any], training: str) ->
 def _train(ctx: RunContext, run_dir: Path, cfg: RunConfig, trial: dict[str, Any], training: str,
            epochs: int | None) -> dict[str, Any]:
     spec = ArchSpec.from_dict(trial["arch"])
-    kd = KDConfig(**trial["kd"]) if cfg.search.search_kd else cfg.kd
+    kd = cfg.student_kd(KDConfig(**trial["kd"]))
     if training == "hard labels":
         kd = KDConfig(tau=kd.tau, alpha=0.0)
     train_cfg = ctx.cfg.distill.model_copy(update={"epochs": epochs}) if epochs else ctx.cfg.distill

@@ -28,11 +28,10 @@ class Student:
     metrics: dict[str, Any]
 
 
-def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig | None = None) -> Student:
-    """Train ``arch`` with KD for ``cfg.distill.epochs`` (resumable per epoch, and inside long epochs); write
-    student/. Under torchrun every rank trains its share and rank 0 writes."""
+def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig) -> Student:
+    """Train ``arch`` with the KD settings ``kd`` for ``cfg.distill.epochs`` (resumable per epoch, and inside long
+    epochs); write student/. Under torchrun every rank trains its share and rank 0 writes."""
     cfg, out, rt = ctx.cfg, ctx.stage_dir("student"), ctx.runtime
-    kd = kd or cfg.kd
     state = out / "train_state.pt"
     if (out / "arch.json").is_file() and ArchSpec.from_json((out / "arch.json").read_text()) != arch:
         raise RunStateError(f"{out} holds a different student; use another --name to distill another architecture")

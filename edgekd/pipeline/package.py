@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from edgekd.core.config import write_json
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
-from edgekd.pipeline.validate import LOGIT_TOLERANCE, reference_sample
+from edgekd.pipeline.validate import LOGIT_TOLERANCE, ValidationReport, reference_sample, report_markdown
 from edgekd.runtime.ort import INPUT_NAME, OUTPUT_NAME
 
 MANIFEST_SCHEMA = 2
@@ -98,7 +98,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def package(ctx: RunContext, student: Student, exported: dict[str, Path], report: dict[str, Any]) -> Path:
+def package(ctx: RunContext, student: Student, exported: dict[str, Path], report: ValidationReport) -> Path:
     """Write bundle/NAME-VERSION.tar.gz; return its path."""
     cfg = ctx.cfg
     stem = f"{cfg.name}-{cfg.version}"
@@ -113,7 +113,7 @@ def package(ctx: RunContext, student: Student, exported: dict[str, Path], report
     write_json(staging / "labels.json", ctx.data.classes)
     write_json(staging / "preprocessing.json", ctx.data.preprocessing)
     write_json(staging / "validation.json", report)
-    shutil.copy2(ctx.stage_dir("validation") / "report.md", staging / "validation.md")
+    (staging / "validation.md").write_text(report_markdown(report))
     sample = reference_sample(ctx, student)
     np.savez_compressed(staging / REFERENCE_FILE, **sample)
     manifest = _manifest(ctx, student, report, sample, stem)
@@ -129,7 +129,7 @@ def package(ctx: RunContext, student: Student, exported: dict[str, Path], report
     return bundle
 
 
-def _manifest(ctx: RunContext, student: Student, report: dict, sample: dict, stem: str) -> dict[str, Any]:
+def _manifest(ctx: RunContext, student: Student, report: ValidationReport, sample: dict, stem: str) -> dict[str, Any]:
     cfg, formats = ctx.cfg, report["formats"]
     teacher = report["teacher"] or {}
     sample_acc = float((sample["pytorch_logits"].argmax(1) == sample["labels"]).mean())
@@ -163,7 +163,7 @@ def _manifest(ctx: RunContext, student: Student, report: dict, sample: dict, ste
     }
 
 
-def model_card(manifest: dict[str, Any], student: Student, report: dict[str, Any]) -> str:
+def model_card(manifest: dict[str, Any], student: Student, report: ValidationReport) -> str:
     """README.md of the bundle: what the student is, how it was found, its figures and how to run it."""
     m, cfg = manifest["metrics"], manifest["run_config"]
     stages = sorted({b.stage for b in student.arch.blocks})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from edgekd.core.arch import ArchSpec
-from edgekd.core.config import KDConfig, RunConfig, read_json
+from edgekd.core.config import RunConfig
 from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.core.ui import console, summary
 from edgekd.pipeline.context import RunContext
@@ -19,10 +20,10 @@ from edgekd.pipeline.package import package, sha256
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.evaluation import EVALUATORS, evaluator_kind
 from edgekd.pipeline.search.objective import TrialObjective, run_trials, search, watch_search
-from edgekd.pipeline.search.records import SearchResult, result_of
+from edgekd.pipeline.search.records import SearchResult, read_result, result_of
 from edgekd.pipeline.search.storage import finished, open_study
 from edgekd.pipeline.trust import private_key, sign
-from edgekd.pipeline.validate import validate
+from edgekd.pipeline.validate import ValidationReport, validate
 
 
 def run_search(ctx: RunContext) -> SearchResult | None:
@@ -92,14 +93,12 @@ def _search_worker(cfg: RunConfig, runs_root: Path, index: int, reward: Reward) 
     run_trials(study, TrialObjective(cfg, ctx.space, evaluator, ctx.latency, reward), cfg.search.trials)
 
 
-def run_distill(ctx: RunContext) -> Student:
-    """Distill the search's best architecture (with its searched KD settings, if searched); writes student/."""
-    best_path = ctx.stage_dir("search") / "best.json"
-    if not best_path.is_file():
-        raise RunStateError(f"no search result at {best_path}; run `edgekd search` first")
-    best = read_json(best_path)
-    kd = KDConfig(**best["kd"]) if ctx.cfg.search.search_kd else None
-    student = distill(ctx, ArchSpec.from_dict(best["arch"]), kd)
+def run_distill(ctx: RunContext, search: SearchResult | None = None) -> Student:
+    """Distill the search's best architecture (with its searched KD settings, if searched); writes student/.
+
+    ``search``: the search stage's result (default: the one in the run's search/ folder)."""
+    search = search or read_result(ctx.stage_dir("search"))
+    student = distill(ctx, search.best_arch, ctx.cfg.student_kd(search.best_kd))
     m = student.metrics
     summary("distill", {"student held-out acc": m["val_acc"], "teacher held-out acc": m["teacher_val_acc"],
                         "epochs": m["epochs"], "KD tau / alpha": f"{m['kd']['tau']:g} / {m['kd']['alpha']:g}",
@@ -119,7 +118,7 @@ def _validation_summary(title: str, formats: dict[str, dict], teacher: dict | No
     summary(title, rows | extra)
 
 
-def run_validate(ctx: RunContext) -> dict:
+def run_validate(ctx: RunContext) -> ValidationReport:
     """Validate the run's exported artifacts again (new limits, another device); writes validation/."""
     _one_process(ctx, "validate")
     student = load_student(ctx.stage_dir("student"))
@@ -129,14 +128,17 @@ def run_validate(ctx: RunContext) -> dict:
     return report
 
 
-def run_export(ctx: RunContext, checkpoint: Path | None = None, sign_key: Path | None = None) -> Path:
-    """Export, validate on the device and package the student (or ``checkpoint``); returns the bundle path.
+def run_export(ctx: RunContext, checkpoint: Path | None = None, sign_key: Path | None = None,
+               student: Student | None = None) -> Path:
+    """Export, validate on the device and package ``student`` (default: the run's distilled student, or
+    ``checkpoint``); returns the bundle path.
 
     The bundle's sha256 is printed and written beside it (BUNDLE.sha256, as sha256sum writes it); with
     ``sign_key`` the bundle is also signed (BUNDLE.sig)."""
     _one_process(ctx, "export")
     key = private_key(sign_key) if sign_key else None  # a bad key is refused before any work
-    student = adopt_checkpoint(ctx, checkpoint) if checkpoint else load_student(ctx.stage_dir("student"))
+    if student is None:
+        student = adopt_checkpoint(ctx, checkpoint) if checkpoint else load_student(ctx.stage_dir("student"))
     exported = export_student(ctx, student)
     report = validate(ctx, student, exported)
     bundle = package(ctx, student, exported, report)
@@ -173,9 +175,14 @@ def run_all(cfg: RunConfig, runs_root: Path, sign_key: Path | None = None) -> Ru
     _one_process(ctx, "run")
     ctx.teacher_latency_ms()
     times["teacher"] = time.perf_counter() - start
-    for stage, fn in (("search", run_search), ("distill", run_distill),
-                      ("export", lambda c: run_export(c, sign_key=sign_key))):
+    stages: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+        ("search", lambda _: run_search(ctx)),
+        ("distill", lambda search: run_distill(ctx, search)),
+        ("export", lambda student: run_export(ctx, sign_key=sign_key, student=student)),
+    )
+    result: Any = None
+    for stage, fn in stages:  # each stage takes the one before's typed result
         t = time.perf_counter()
-        result = fn(ctx)
+        result = fn(result)
         times[stage] = time.perf_counter() - t
     return RunSummary(ctx.run_dir, result, times)

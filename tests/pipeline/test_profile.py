@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
@@ -20,7 +21,7 @@ def test_profile_fits_every_kind_and_resumes_from_cached_measurements(tmp_path, 
     assert set(report["predictors"]) == {*fit_kinds(), "blocks"}
     for row in report["predictors"].values():
         assert {"rmse_ms", "mape", "within10", "kendall", "predict_s_per_arch", "measure_s_per_arch"} <= set(row)
-        assert row["speedup"] > 1
+        assert row["speedup"] == pytest.approx(row["measure_s_per_arch"] / row["predict_s_per_arch"])
     lut = load_predictor(tmp_path / "out" / "test-cpu-lut.json")
     assert lut.meta["device"] == "test-cpu" and lut.meta["space"]["resolution"] == 8 and lut.meta["fitted_on"] == 14
     assert json.loads((tmp_path / "out" / "test-cpu-profile.json").read_text())["chosen"] == "lut"

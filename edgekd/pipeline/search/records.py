@@ -11,8 +11,8 @@ from optuna.trial import FrozenTrial
 from rich.table import Table
 
 from edgekd.core.arch import ArchSpec
-from edgekd.core.config import KDConfig, write_json
-from edgekd.core.errors import ConfigError
+from edgekd.core.config import KDConfig, read_json, write_json
+from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.storage import FINISHED
 
@@ -87,6 +87,31 @@ def write_results(study: optuna.Study, out_dir: Path, reward: Reward) -> list[di
         write_json(out_dir / "pareto.json", front)
         _plot(complete, front, best, reward, out_dir / "pareto.png")
     return records
+
+
+def read_records(out_dir: Path) -> list[dict[str, Any]]:
+    """The finished trials a search wrote (trials.json); RunStateError when there is no finished search."""
+    path = out_dir / "trials.json"
+    if not path.is_file():
+        raise RunStateError(f"no finished search at {out_dir} ({path.name} is missing); run `edgekd search` first")
+    records = read_json(path)
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "state" in r for r in records):
+        raise RunStateError(f"{path} does not hold search trials")
+    return records
+
+
+def read_result(out_dir: Path) -> SearchResult:
+    """What the search in ``out_dir`` found, as ``edgekd search`` left it (best.json and trials.json)."""
+    best_path = out_dir / "best.json"
+    if not best_path.is_file():
+        raise RunStateError(f"no search result at {best_path}; run `edgekd search` first")
+    best = read_json(best_path)
+    try:
+        ArchSpec.from_dict(best["arch"]), KDConfig(**best["kd"])
+    except (TypeError, KeyError, ValueError, ConfigError) as exc:
+        raise RunStateError(f"{best_path} is not a search result ({type(exc).__name__}: {exc})") from None
+    records = read_records(out_dir)
+    return SearchResult(best=best, pareto=pareto_front(_complete(records)), n_trials=len(records))
 
 
 def result_of(records: list[dict[str, Any]]) -> SearchResult:
