@@ -198,7 +198,7 @@ CASES = [
     Case("imagefolder with a file that is no image", lambda r: _tree(
         r, lambda t: (t / "c1" / "notes.png").write_text("not an image")), 3, "notes.png"),
     Case("imagefolder with one class", lambda r: _tree(
-        r, lambda t: [shutil.rmtree(t / c) for c in ("c1", "c2")]), 3, "class"),
+        r, lambda t: [shutil.rmtree(t / c) for c in ("c1", "c2")]), 3, "at least 2 classes"),
     Case("synthetic data given a path", lambda r: _run(r, "--data", "synthetic:/x"), 3, "synthetic"),
     Case("resolution out of range", lambda r: _run(r, "--resolution", "100000"), 2, "resolution"),
     # teachers
@@ -234,7 +234,7 @@ CASES = [
         r, lambda d: (shutil.rmtree(d / "student"), _write(d / "search" / "best.json", b"{oops")), "distill"), 6,
          "best.json"),
     Case("run config not JSON", lambda r: _in_run(
-        r, lambda d: _write(d / "config.json", b"\x00garbage"), "distill"), 2, "config.json"),
+        r, lambda d: _write(d / "config.json", b"\x00garbage"), "distill"), 6, "config.json"),
     Case("exported ONNX truncated", lambda r: _in_run(
         r, lambda d: _write(d / "export" / "model.onnx", (d / "export" / "model.onnx").read_bytes()[:100]),
         "validate"), 6, "model.onnx"),

@@ -197,6 +197,10 @@ def load_data(
         if not 0 < frac < 1:
             raise DataError(f"{label} must lie in (0, 1), got {frac}")
     read = READERS.get(name)(path, resolution)
+    classes = read.meta.get("classes") or []
+    if len(classes) < 2 or len(np.unique(read.labels)) < 2:
+        raise DataError(f"{spec}: a classifier needs images of at least 2 classes, found {len(classes)} "
+                        f"({', '.join(map(str, classes[:5]))})")
     n = len(read.labels)
     if read.n_val:
         order = np.arange(n)

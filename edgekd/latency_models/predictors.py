@@ -96,15 +96,17 @@ def load_predictor(path: Path) -> Predictor:
     if not path.is_file():
         raise ConfigError(f"predictor file not found: {path}")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not a predictor file (not JSON): {exc}") from exc
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not a predictor file (not JSON text: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT:
         raise ConfigError(f"{path} is not an edgekd latency predictor file")
     if doc.get("version", 0) > FILE_VERSION:
         raise ConfigError(f"{path} has predictor format version {doc['version']}; this edgekd reads {FILE_VERSION}")
     if doc.get("kind") not in PREDICTOR_KINDS:
         raise ConfigError(f"{path}: unknown predictor kind {doc.get('kind')!r}")
+    if not isinstance(doc.get("params"), dict) or not isinstance(doc.get("meta", {}), dict):
+        raise ConfigError(f"{path}: a predictor file's params and meta are JSON objects")
     return Predictor(doc["kind"], doc["params"], doc.get("meta", {}))
 
 

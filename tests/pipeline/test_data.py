@@ -67,9 +67,10 @@ def test_a_small_tree_is_split_without_stratification_and_a_tiny_one_is_a_clear_
     data = load_data(f"imagefolder:{tmp_path / 'small'}")
     parts = [set(data.index(s).tolist()) for s in ("mini_train", "mini_val", "val")]
     assert all(parts) and not (parts[0] & parts[1]) and len(set().union(*parts)) == 6
-    (tmp_path / "tiny" / "a").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(tmp_path / "tiny" / "a" / "0.png")
-    with pytest.raises(DataError, match=r"too few images \(1\) to split"):
+    for c in ("a", "b"):
+        (tmp_path / "tiny" / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "tiny" / c / "0.png")
+    with pytest.raises(DataError, match=r"too few images \(\d\) to split"):
         load_data(f"imagefolder:{tmp_path / 'tiny'}")
 
 
