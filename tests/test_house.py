@@ -1,6 +1,7 @@
 """The house rules: arrows point down (import-linter), and every member of every registry keeps its contract."""
 
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -91,11 +92,16 @@ def strategy_contract(name, factory, tmp_path):
 
 
 def evaluator_contract(name, kind, tmp_path, make_tiny_config):
-    cfg = make_tiny_config(data="digits", resolution=16, search={
+    cfg = make_tiny_config(resolution=16, search={  # DNA's blocks need 16 px or more
         "space": "mbv2" if kind.one_shot else "mnas", "space_width": 0.25, "evaluator": name, "trials": 2,
         "proxy": {"epochs": 1}, "oneshot": {"train": {"epochs": 1}, "rating_images": 16}})
+    shared_teacher = tmp_path.parent / "teacher"  # trained for the first kind, copied for the others
+    if shared_teacher.is_dir():
+        shutil.copytree(shared_teacher, tmp_path / "runs" / cfg.name / "teacher")
     ctx = open_run(cfg, tmp_path / "runs")
     evaluator = kind.prepare(ctx)
+    if not shared_teacher.is_dir():
+        shutil.copytree(ctx.stage_dir("teacher"), shared_teacher)
     spec = ctx.space.decode(ctx.space.sample(random.Random(0)))
     assert 0.0 <= evaluator.evaluate(spec) <= 1.0 and evaluator.budget >= 1
     if kind.pick:

@@ -82,6 +82,7 @@ def _edgekd(*args, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_study_and_a_killed_worker_s_trial_is_retried(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     common = [*BASE, "--trials", "6", "--storage", storage, "--study", "shared", "--target-ms", "0.5", "--runs-dir",

@@ -192,10 +192,9 @@ def fit_block_table(
 
 
 def _block_table_estimate(params: dict[str, Any], spec: ArchSpec) -> float:
-    from edgekd.spaces import make_space
+    from edgekd.spaces import space_of
 
-    space = make_space(**params["space"])
-    choices = space.encode(spec)
+    choices = space_of(params["space"]).encode(spec)
     raw = params["reference_ms"] + sum(params["deltas"][d][json.dumps(v)] for d, v in choices.items())
     return params["scale"] * raw + params["offset"]
 

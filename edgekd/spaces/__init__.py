@@ -43,6 +43,16 @@ def make_space(name: str, resolution: int, in_channels: int, num_classes: int, w
     return space_preset(name)(resolution=resolution, in_channels=in_channels, num_classes=num_classes, width=width)
 
 
+def space_of(description: dict[str, Any]) -> SearchSpace:
+    """The space ``SearchSpace.describe()`` described (read back from a predictor file, say)."""
+    base = make_space(description["name"], description["resolution"], description["in_channels"],
+                      description["num_classes"], description["width"])
+    if "fixed" not in description:
+        return base
+    narrowed = {k: tuple(v) for k, v in description["choices"].items()}
+    return RestrictedSpace(base, description["fixed"], narrowed)
+
+
 class SearchSpace:
     """A factorized space: ``choices`` maps each decision name to its tuple of allowed values."""
 

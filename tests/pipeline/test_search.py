@@ -213,3 +213,5 @@ def test_a_study_refuses_a_worker_with_other_settings(setup):
     search(cfg, space, proxy, latency, reward, out)
     with pytest.raises(ConfigError, match="reward_training"):
         search(_with(cfg, reward_training="ce"), space, proxy, latency, reward, out)
+    with pytest.raises(ConfigError, match="need one target"):  # e.g. one derived from its own teacher timing
+        search(cfg, space, proxy, latency, Reward(reward.target * 1.01, reward.metric), out)

@@ -37,7 +37,10 @@ def _prepared_run(runs: Path, name: str, teacher_from: Path | None = None) -> Pa
     blocks = (BlockSpec(op="conv", kernel=3, out_channels=16, stride=2), BlockSpec(op="dsconv", kernel=3,
                                                                                    out_channels=24, stride=2))
     arch = ArchSpec(resolution=16, in_channels=3, num_classes=10, stem_channels=8, blocks=blocks, head_channels=32)
-    write_json(ctx.stage_dir("search") / "best.json", {"arch": arch.to_dict(), "kd": cfg.kd.model_dump()})
+    chosen = {"trial": 0, "state": "complete", "arch": arch.to_dict(), "arch_id": arch.id, "kd": cfg.kd.model_dump(),
+              "acc": 0.5, "latency_ms": 1.0, "reward": 0.5}  # a search's result, as if it had picked arch
+    write_json(ctx.stage_dir("search") / "best.json", chosen)
+    write_json(ctx.stage_dir("search") / "trials.json", [chosen])
     return ctx.run_dir
 
 

@@ -201,7 +201,7 @@ def test_every_training_goes_through_the_one_trainer():
     outside = [p for p in root.rglob("*.py") if "train" not in p.relative_to(root).parts[:1]]
     steps = re.compile(r"\.backward\(|optim\.\w+\(|\.step\(\)")
     found = {str(p.relative_to(root)) for p in outside if steps.search(p.read_text())}
-    assert found == {"pipeline/strategies/rl.py"}
+    assert found == {"strategies/rl.py"}
 
 
 def test_every_pipeline_trainer_steps_through_the_one_schedule(monkeypatch, tmp_path, make_tiny_config):
