@@ -22,6 +22,18 @@ from edgekd.core.devices import LocalDevice, NamedDevice, SshDevice
 from edgekd.runtime.ort import has_provider
 
 
+def _own_cores() -> None:
+    """Under pytest-xdist each worker runs on cores of its own (and its subprocesses inherit them): torch processes
+    of two workers sharing the cores would each run far slower than alone."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % len(cores) :: count] or cores)
+
+
+_own_cores()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` skip, saying why, where ONNX Runtime has no CUDA provider (``cuda(needs="torch")``:
     where torch sees no CUDA GPU)."""

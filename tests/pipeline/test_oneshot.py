@@ -209,7 +209,7 @@ def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_targe
     from edgekd.pipeline.search.oneshot import blockwise_evaluator
 
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
-    cfg = make_tiny_config(data="digits", resolution=16, search={
+    cfg = make_tiny_config(resolution=16, search={
         "space": "mbv2", "space_width": 0.25, "evaluator": "dna", "target_mmacs": 3.0,
         "oneshot": {"train": {"epochs": 1}, "rating_images": 16}})
     ctx = open_run(cfg, tmp_path / "runs")
