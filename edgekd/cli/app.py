@@ -48,7 +48,8 @@ CONFIG_OPTIONS: list[Option] = [
     ("teacher_epochs", "teacher_train.epochs", int, "Epochs for a teacher trained on the spot"),
     ("device", "device", str, "Device name in devices.yaml"),
     ("devices_file", "devices_file", str, "devices.yaml to use [default: ./devices.yaml, else the shipped one]"),
-    ("space", "search.space", str, "Search space preset"),
+    ("space", "search.space", str, "Search space: mnas (AKD) | mbv2 (EnNAS) | fbnet (FBNet), or a layer-wise "
+     "space file (.yaml; see README)"),
     ("space_width", "search.space_width", float, "Channel scale of the search space"),
     ("strategy", "search.strategy", str, "Search strategy: random | evolution (regularized) | nsga2 (accuracy/"
      "latency Pareto front) | rl (AKD's PPO controller) | bohb (AutoKD's TPE + Hyperband)"),

@@ -11,16 +11,23 @@ from torch import Tensor, nn
 
 from edgekd.core.errors import ConfigError
 
-OPS = ("conv", "dsconv", "mbconv")
-"""Block operators: a regular conv, a depthwise-separable conv (MobileNetV1), an inverted bottleneck (MBConv)."""
+OPS = ("conv", "dsconv", "mbconv", "fbnet", "skip")
+"""Block operators: a regular conv, a depthwise-separable conv (MobileNetV1), an inverted bottleneck (MBConv, no
+expansion conv at expand 1), FBNet's block (its 1x1 expansion conv kept at expand 1, pointwise convs in
+``groups`` groups with a channel shuffle after the expansion) and FBNet's skip (identity, or a 1x1 conv-BN-ReLU
+projection where the stride or the channels change)."""
+OPTIONAL_FIELDS = {"groups": 1, "shuffle": False}
+"""BlockSpec fields left out of its dict (and so of ArchSpec ids) at these defaults: ids from before they existed
+stay valid."""
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """One layer: ``op`` with ``kernel``, ``expand`` (MBConv only), SE ratio, output channels, stride.
+    """One layer: ``op`` with ``kernel``, ``expand`` (MBConv and FBNet blocks), SE ratio, output channels, stride.
 
     ``residual`` adds an identity skip where shapes allow it (stride 1 and unchanged channels);
-    ``stage`` is the search-space stage the layer belongs to.
+    ``stage`` is the search-space stage the layer belongs to; ``groups`` splits an FBNet block's pointwise
+    convolutions into groups, and ``shuffle`` interleaves the channels of those groups after its expansion.
     """
 
     op: str
@@ -31,6 +38,8 @@ class BlockSpec:
     se_ratio: float = 0.0
     residual: bool = False
     stage: int = 0
+    groups: int = 1
+    shuffle: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -43,6 +52,15 @@ class BlockSpec:
             raise ConfigError(f"channels and expand must be >= 1, got {self.out_channels=}, {self.expand=}")
         if not 0.0 <= self.se_ratio < 1.0:
             raise ConfigError(f"se_ratio must lie in [0, 1), got se_ratio={self.se_ratio}")
+        if self.groups < 1 or (self.groups > 1 and self.op != "fbnet") or (self.shuffle and self.groups == 1):
+            raise ConfigError(f"groups > 1 (and shuffle, which needs them) belong to fbnet blocks, got op={self.op!r}, "
+                              f"groups={self.groups}, shuffle={self.shuffle}")
+        if self.op == "skip" and self.kernel != 1:
+            raise ConfigError(f"a skip is an identity or a 1x1 projection: kernel must be 1, got {self.kernel}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form; the optional fields only where they differ from their defaults."""
+        return {k: v for k, v in asdict(self).items() if OPTIONAL_FIELDS.get(k, ...) != v}
 
 
 @dataclass(frozen=True)
@@ -61,7 +79,7 @@ class ArchSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (the JSON schema of arch.json)."""
         d = asdict(self)
-        d["blocks"] = [asdict(b) for b in self.blocks]
+        d["blocks"] = [b.to_dict() for b in self.blocks]
         return d
 
     @classmethod
@@ -117,36 +135,77 @@ class SqueezeExcite(nn.Module):
         return x * nn.functional.hardsigmoid(s)
 
 
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle: the channels of ``groups`` groups interleaved (exports as Reshape/Transpose)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        return x.reshape(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
 class Block(nn.Module):
     """One :class:`BlockSpec` as a module."""
 
     def __init__(self, cin: int, spec: BlockSpec) -> None:
         super().__init__()
-        self.residual = spec.residual and spec.stride == 1 and cin == spec.out_channels
-        k, s, cout = spec.kernel, spec.stride, spec.out_channels
-        layers: list[nn.Module]
-        if spec.op == "conv":
-            layers = [conv_bn_act(cin, cout, k, s)]
-            se_channels = cout
-        elif spec.op == "dsconv":
-            layers = [conv_bn_act(cin, cin, k, s, groups=cin)]
-            se_channels = cin
-        else:
-            hidden = cin * spec.expand
-            layers = [conv_bn_act(cin, hidden, 1)] if spec.expand != 1 else []
-            layers.append(conv_bn_act(hidden, hidden, k, s, groups=hidden))
-            se_channels = hidden
-        if spec.se_ratio > 0:
-            layers.append(SqueezeExcite(se_channels, max(1, int(cin * spec.se_ratio))))
-        if spec.op == "dsconv":
-            layers.append(conv_bn_act(cin, cout, 1))
-        elif spec.op == "mbconv":
-            layers.append(conv_bn_act(se_channels, cout, 1, act=False))
-        self.body = nn.Sequential(*layers)
+        self.residual = spec.op != "skip" and spec.residual and spec.stride == 1 and cin == spec.out_channels
+        self.body = {"skip": _skip_body, "fbnet": _fbnet_body}.get(spec.op, _mobile_body)(cin, spec)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.body(x)
         return x + y if self.residual else y
+
+
+def _mobile_body(cin: int, spec: BlockSpec) -> nn.Sequential:
+    """conv: KxK conv + BN + ReLU6; dsconv: depthwise KxK, [SE], 1x1; mbconv: [1x1 expansion], depthwise KxK, [SE],
+    linear 1x1 projection."""
+    k, s, cout = spec.kernel, spec.stride, spec.out_channels
+    layers: list[nn.Module]
+    if spec.op == "conv":
+        layers = [conv_bn_act(cin, cout, k, s)]
+        se_channels = cout
+    elif spec.op == "dsconv":
+        layers = [conv_bn_act(cin, cin, k, s, groups=cin)]
+        se_channels = cin
+    else:
+        hidden = cin * spec.expand
+        layers = [conv_bn_act(cin, hidden, 1)] if spec.expand != 1 else []
+        layers.append(conv_bn_act(hidden, hidden, k, s, groups=hidden))
+        se_channels = hidden
+    if spec.se_ratio > 0:
+        layers.append(SqueezeExcite(se_channels, max(1, int(cin * spec.se_ratio))))
+    if spec.op == "dsconv":
+        layers.append(conv_bn_act(cin, cout, 1))
+    elif spec.op == "mbconv":
+        layers.append(conv_bn_act(se_channels, cout, 1, act=False))
+    return nn.Sequential(*layers)
+
+
+def _skip_body(cin: int, spec: BlockSpec) -> nn.Module:
+    """FBNet's skip: the identity, or a 1x1 conv + BN + ReLU where the stride or the channels change."""
+    if spec.stride == 1 and cin == spec.out_channels:
+        return nn.Identity()
+    return conv_bn_act(cin, spec.out_channels, 1, spec.stride)
+
+
+def _fbnet_body(cin: int, spec: BlockSpec) -> nn.Sequential:
+    """FBNet's block: 1x1 group conv (expansion, kept at e=1) + BN + ReLU, channel shuffle, KxK depthwise + BN +
+    ReLU, [SE], 1x1 group conv + BN."""
+    g, hidden, cout = spec.groups, cin * spec.expand, spec.out_channels
+    if cin % g or cout % g:
+        raise ConfigError(f"an fbnet block with {g} groups needs channels divisible by {g}, got {cin} -> {cout}")
+    layers: list[nn.Module] = [conv_bn_act(cin, hidden, 1, groups=g)]
+    if spec.shuffle:
+        layers.append(ChannelShuffle(g))
+    layers.append(conv_bn_act(hidden, hidden, spec.kernel, spec.stride, groups=hidden))
+    if spec.se_ratio > 0:
+        layers.append(SqueezeExcite(hidden, max(1, int(cin * spec.se_ratio))))
+    layers.append(conv_bn_act(hidden, cout, 1, groups=g, act=False))
+    return nn.Sequential(*layers)
 
 
 class Network(nn.Module):

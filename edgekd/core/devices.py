@@ -12,11 +12,11 @@ import reprlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from edgekd.core.errors import ConfigError
 from edgekd.core.registry import Registry
+from edgekd.core.yamlfile import read_yaml
 
 SHIPPED_REGISTRY = Path(__file__).parent.parent / "devices.yaml"
 
@@ -179,19 +179,7 @@ def registry_path(path: Path | None = None) -> Path:
 def load_devices(path: Path | None = None) -> dict[str, NamedDevice]:
     """Every device of the registry, validated; errors name the file, the device and the field."""
     path = registry_path(path)
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file (not UTF-8 at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
-    if _nodes(raw) > MAX_NODES:
-        raise ConfigError(f"{path}: more than {MAX_NODES} values once its aliases are expanded; a device registry "
-                          "is far smaller (an alias bomb?)")
+    raw = read_yaml(path, "a device registry") or {}
     try:
         entries = _Registry.model_validate(raw).devices
     except ValidationError as exc:
@@ -221,22 +209,8 @@ def _problems(exc: ValidationError, prefix: tuple) -> str:
     )
 
 
-MAX_NODES = 100_000
 _SHORT = reprlib.Repr()  # values in error messages, shortened (an alias bomb's would never end)
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 80, 80
-
-
-def _nodes(value: object, limit: int = MAX_NODES) -> int:
-    """The number of values in ``value`` as YAML aliases expand it, counted up to just past ``limit``."""
-    count, stack = 0, [value]
-    while stack and count <= limit:
-        item = stack.pop()
-        count += 1
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return count
 
 
 def _where(loc: tuple) -> str:

@@ -1,8 +1,8 @@
 """Analytic per-operator features of an ArchSpec (no torch): what latency predictors are fitted on.
 
-Each block is decomposed into the operators ONNX Runtime runs (full, depthwise and pointwise convolutions,
-squeeze-excite, residual add), each with its MACs and output size. Computing them takes microseconds, which is
-what lets a predictor answer thousands of times faster than a measurement.
+Each block is decomposed into the operators ONNX Runtime runs (full, depthwise, pointwise and grouped pointwise
+convolutions, channel shuffles, squeeze-excite, residual add), each with its MACs and output size. Computing
+them takes microseconds, which is what lets a predictor answer thousands of times faster than a measurement.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgekd.core.arch import ArchSpec
+from edgekd.core.errors import ConfigError
 
-OP_TYPES = ("conv_k3", "conv_k5", "conv_k7", "dw_k3", "dw_k5", "dw_k7", "pw", "se", "add", "fc")
+OP_TYPES = ("conv_k3", "conv_k5", "conv_k7", "dw_k3", "dw_k5", "dw_k7", "pw", "se", "add", "fc", "gpw", "shuffle")
+"""Operator types, new ones appended (a predictor file names the types it was fitted on)."""
+KERNELS = (3, 5, 7)
 
 
 @dataclass(frozen=True)
@@ -33,33 +36,45 @@ def operators(spec: ArchSpec) -> list[Op]:
     size = _out(spec.resolution, spec.stem_stride)
 
     def conv(kind: str, cin: int, cout: int, k: int, out_size: int, groups: int = 1) -> None:
+        if k > 1 and k not in KERNELS:
+            raise ConfigError(f"no latency feature for a {k}x{k} convolution (kernels {KERNELS} and 1x1)")
         ops.append(Op(kind, cin // groups * cout * k * k * out_size * out_size, cout * out_size * out_size, cout))
+
+    def pointwise(cin: int, cout: int, out_size: int, groups: int = 1) -> None:
+        conv("pw" if groups == 1 else "gpw", cin, cout, 1, out_size, groups)
 
     conv("conv_k3", spec.in_channels, spec.stem_channels, 3, size)
     cin = spec.stem_channels
     for b in spec.blocks:
         out = _out(size, b.stride)
-        if b.op == "conv":
-            conv(f"conv_k{b.kernel}", cin, b.out_channels, b.kernel, out)
+        se_ch = cin
+        if b.op == "skip":
+            if b.stride != 1 or cin != b.out_channels:
+                pointwise(cin, b.out_channels, out)
+        elif b.op == "conv":
+            if b.kernel == 1:
+                pointwise(cin, b.out_channels, out)
+            else:
+                conv(f"conv_k{b.kernel}", cin, b.out_channels, b.kernel, out)
             se_ch = b.out_channels
         elif b.op == "dsconv":
             conv(f"dw_k{b.kernel}", cin, cin, b.kernel, out, groups=cin)
-            se_ch = cin
         else:
-            hidden = cin * b.expand
-            if b.expand != 1:
-                conv("pw", cin, hidden, 1, size)
-            conv(f"dw_k{b.kernel}", hidden, hidden, b.kernel, out, groups=hidden)
-            se_ch = hidden
+            se_ch = cin * b.expand
+            if b.expand != 1 or b.op == "fbnet":
+                pointwise(cin, se_ch, size, b.groups)
+            if b.shuffle:
+                ops.append(Op("shuffle", 0, se_ch * size * size))
+            conv(f"dw_k{b.kernel}", se_ch, se_ch, b.kernel, out, groups=se_ch)
         if b.se_ratio > 0:
             squeeze = max(1, int(cin * b.se_ratio))
             ops.append(Op("se", 2 * se_ch * squeeze + 2 * se_ch * out * out, se_ch * out * out))
-        if b.op != "conv":
-            conv("pw", se_ch, b.out_channels, 1, out)
-        if b.residual and b.stride == 1 and cin == b.out_channels:
+        if b.op in ("dsconv", "mbconv", "fbnet"):
+            pointwise(se_ch, b.out_channels, out, b.groups)
+        if b.op != "skip" and b.residual and b.stride == 1 and cin == b.out_channels:
             ops.append(Op("add", b.out_channels * out * out, b.out_channels * out * out))
         cin, size = b.out_channels, out
-    conv("pw", cin, spec.head_channels, 1, size)
+    pointwise(cin, spec.head_channels, size)
     ops.append(Op("fc", spec.head_channels * spec.num_classes, spec.num_classes))
     return ops
 
@@ -67,14 +82,15 @@ def operators(spec: ArchSpec) -> list[Op]:
 FEATURE_NAMES = (*(f"n_{t}" for t in OP_TYPES), *(f"mmacs_{t}" for t in OP_TYPES), "m_elems")
 
 
-def features(spec: ArchSpec) -> list[float]:
-    """Per operator type: how many, and their MACs in millions; plus output elements in millions."""
-    counts = dict.fromkeys(OP_TYPES, 0.0)
-    macs = dict.fromkeys(OP_TYPES, 0.0)
+def features(spec: ArchSpec, op_types: tuple[str, ...] = OP_TYPES) -> list[float]:
+    """Per operator type of ``op_types``: how many, and their MACs in millions; plus output elements in millions."""
+    counts = dict.fromkeys(op_types, 0.0)
+    macs = dict.fromkeys(op_types, 0.0)
     elems = 0
     for op in operators(spec):
-        counts[op.type] += 1
-        macs[op.type] += op.macs / 1e6
+        if op.type in counts:
+            counts[op.type] += 1
+            macs[op.type] += op.macs / 1e6
         elems += op.out_elems
     return [*counts.values(), *macs.values(), elems / 1e6]
 
@@ -85,19 +101,21 @@ def total_mmacs(spec: ArchSpec) -> float:
 
 def mparams(spec: ArchSpec) -> float:
     """Parameters in millions (convolution and linear weights; BN folds into them on export)."""
-    total, cin = spec.in_channels * spec.stem_channels * 9, spec.stem_channels
+    total = 0.0
+    for op in operators(spec):
+        if op.type == "fc":
+            total += op.macs
+        elif op.type not in ("se", "add", "shuffle"):
+            total += op.macs / op.out_elems * op.channels  # a convolution's weights: MACs per output pixel
+    return total / 1e6 + _se_params(spec)
+
+
+def _se_params(spec: ArchSpec) -> float:
+    """Squeeze-excite weights in millions (its MACs count its pooling and scaling too, so they are kept apart)."""
+    total, cin = 0, spec.stem_channels
     for b in spec.blocks:
-        if b.op == "conv":
-            total += cin * b.out_channels * b.kernel**2
-            se_ch = b.out_channels
-        elif b.op == "dsconv":
-            total += cin * b.kernel**2 + cin * b.out_channels
-            se_ch = cin
-        else:
-            hidden = cin * b.expand
-            total += (cin * hidden if b.expand != 1 else 0) + hidden * b.kernel**2 + hidden * b.out_channels
-            se_ch = hidden
         if b.se_ratio > 0:
-            total += 2 * se_ch * max(1, int(cin * b.se_ratio))
+            hidden = b.out_channels if b.op == "conv" else cin if b.op == "dsconv" else cin * b.expand
+            total += 2 * hidden * max(1, int(cin * b.se_ratio))
         cin = b.out_channels
-    return (total + cin * spec.head_channels + spec.head_channels * spec.num_classes) / 1e6
+    return total / 1e6

@@ -32,7 +32,7 @@ from edgekd.core.devices import PredictorDevice
 from edgekd.core.errors import ConfigError
 from edgekd.core.registry import Registry
 from edgekd.latency_models import PREDICTING, CheckRows, PredictingKind
-from edgekd.latency_models.features import FEATURE_NAMES, OP_TYPES, features, mparams, total_mmacs
+from edgekd.latency_models.features import FEATURE_NAMES, features, mparams, total_mmacs
 
 FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 1
 
@@ -71,6 +71,16 @@ class Predictor:
     def predict_many(self, specs: list[ArchSpec]) -> np.ndarray:
         return PREDICTOR_KINDS.get(self.kind).predict(self, specs)
 
+    @property
+    def op_types(self) -> tuple[str, ...]:
+        """The operator types of the features it was fitted on (a file from before a type existed has fewer)."""
+        names = self.meta.get("features", FEATURE_NAMES)
+        return tuple(n.removeprefix("n_") for n in names if n.startswith("n_"))
+
+    def features(self, specs: list[ArchSpec]) -> np.ndarray:
+        """The feature rows of ``specs`` in the layout this predictor was fitted on."""
+        return np.array([features(s, self.op_types) for s in specs])
+
     def save(self, path: Path) -> Path:
         """Write the predictor as JSON (atomically)."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +96,9 @@ class Predictor:
         if self.kind != "lut":
             raise ConfigError(f"a {self.kind} predictor has no lookup table")
         coef = self.params["coef"]
-        n = len(OP_TYPES)
-        table = {t: {"overhead_ms": coef[i], "ms_per_mmac": coef[n + i]} for i, t in enumerate(OP_TYPES)}
+        types = self.op_types
+        n = len(types)
+        table = {t: {"overhead_ms": coef[i], "ms_per_mmac": coef[n + i]} for i, t in enumerate(types)}
         return table | {"network": {"overhead_ms": coef[-1], "ms_per_mmac": 0.0}}
 
 
@@ -147,13 +158,13 @@ def _fit_lut(specs: list[ArchSpec], y: np.ndarray) -> dict[str, Any]:
 def _predict_learned(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
     if "trees" not in p.cache:
         p.cache["trees"] = _tree_arrays(p.params)
-    return np.exp(_predict_trees(p.params, p.cache["trees"], np.array([features(s) for s in specs])))
+    return np.exp(_predict_trees(p.params, p.cache["trees"], p.features(specs)))
 
 
 PREDICTOR_KINDS.add("flops", PredictorKind(lambda p, specs: _flops_inputs(specs) @ np.asarray(p.params["coef"]),
                                            _fit_flops))
 PREDICTOR_KINDS.add("lut", PredictorKind(
-    lambda p, specs: _lut_design(np.array([features(s) for s in specs])) @ np.asarray(p.params["coef"]), _fit_lut))
+    lambda p, specs: _lut_design(p.features(specs)) @ np.asarray(p.params["coef"]), _fit_lut))
 PREDICTOR_KINDS.add("learned", PredictorKind(
     _predict_learned, lambda specs, y: _fit_trees(np.array([features(s) for s in specs]), np.log(y))))
 PREDICTOR_KINDS.add("blocks", PredictorKind(
@@ -200,9 +211,9 @@ def _block_table_estimate(params: dict[str, Any], spec: ArchSpec) -> float:
 
 
 def _lut_design(x: np.ndarray) -> np.ndarray:
-    """Columns: operator counts, operator MMACs, and 1 (the network overhead)."""
-    n = len(OP_TYPES)
-    return np.hstack([x[:, :n], x[:, n : 2 * n], np.ones((len(x), 1))])
+    """Columns: operator counts, operator MMACs (the features without the output size), and 1 (the network
+    overhead)."""
+    return np.hstack([x[:, :-1], np.ones((len(x), 1))])
 
 
 def _fit_trees(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:

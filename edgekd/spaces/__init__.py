@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edgekd.core.arch import ArchSpec
@@ -19,7 +20,8 @@ from edgekd.core.registry import Registry
 Choices = dict[str, Any]
 
 SPACES: Registry[Callable[..., SearchSpace]] = Registry(
-    "spaces", "search space", ("edgekd.spaces.mnas", "edgekd.spaces.mbv2"))
+    "spaces", "search space", ("edgekd.spaces.mnas", "edgekd.spaces.mbv2", "edgekd.spaces.layerwise"))
+SPACE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
 def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
@@ -34,7 +36,12 @@ def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]
 
 
 def space_preset(name: str) -> Callable[..., SearchSpace]:
-    """The preset registered as ``name``; ConfigError naming the known ones otherwise."""
+    """The preset registered as ``name``, or the layer-wise space a ``.yaml`` file describes; ConfigError naming
+    the known ones otherwise."""
+    if name.endswith(SPACE_FILE_SUFFIXES):
+        from edgekd.spaces.layerwise import load_space_file
+
+        return load_space_file(Path(name).expanduser())
     return SPACES.get(name)
 
 
@@ -45,8 +52,12 @@ def make_space(name: str, resolution: int, in_channels: int, num_classes: int, w
 
 def space_of(description: dict[str, Any]) -> SearchSpace:
     """The space ``SearchSpace.describe()`` described (read back from a predictor file, say)."""
-    base = make_space(description["name"], description["resolution"], description["in_channels"],
-                      description["num_classes"], description["width"])
+    shape = (description["resolution"], description["in_channels"], description["num_classes"], description["width"])
+    if "layerwise" in description and description["name"] not in SPACES:  # a space file's, kept in the description
+        from edgekd.spaces.layerwise import layerwise_space
+
+        return layerwise_space(description["layerwise"], description["name"])(*shape)
+    base = make_space(description["name"], *shape)
     if "fixed" not in description:
         return base
     narrowed = {k: tuple(v) for k, v in description["choices"].items()}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -94,7 +95,14 @@ def study_settings(cfg: RunConfig) -> dict[str, Any]:
         "oneshot": cfg.search.oneshot.model_dump() if cfg.search.evaluator != "proxy" else None,
         # Recorded only when on, so that studies made before augmentation existed keep their identity.
         **({"augment": cfg.augment} if cfg.augment != "none" else {}),
+        **_space_file(cfg.search.space),
     }
+
+
+def _space_file(space: str) -> dict[str, str]:
+    """A space file's content digest: an edited file is another space, though its path is the same."""
+    path = Path(space).expanduser()
+    return {"space_sha256": hashlib.sha256(path.read_bytes()).hexdigest()} if path.is_file() else {}
 
 
 def open_study(cfg: RunConfig, out_dir: Path, reward: Reward, worker: int = 0) -> optuna.Study:
