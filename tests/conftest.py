@@ -1,5 +1,7 @@
+import contextlib
 import getpass
 import glob
+import io
 import os
 import pickle
 import pwd
@@ -15,6 +17,7 @@ os.environ.setdefault("EDGEKD_QUIET", "1")
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from edgekd.core.config import RunConfig, TrainConfig
@@ -228,3 +231,23 @@ def write_cifar():
 def write_image_tree():
     """Writes a class-per-folder PNG tree (3 classes) at the path given."""
     return _write_image_tree
+
+
+@pytest.fixture(scope="session")
+def thop_conv_macs():
+    """thop's MACs of an ArchSpec's convolutions and classifier (BatchNorm not counted: it folds into the convs)."""
+    from thop import profile
+    from torch import nn
+
+    from edgekd.core.arch import build
+
+    def nothing(m, x, y):
+        m.total_ops += torch.zeros(1, dtype=torch.float64)
+
+    def count(spec) -> float:
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            macs, _ = profile(build(spec).eval(), inputs=(torch.zeros(1, *spec.input_shape),), verbose=False,
+                              custom_ops={nn.BatchNorm2d: nothing})
+        return float(macs)
+
+    return count

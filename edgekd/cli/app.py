@@ -48,8 +48,8 @@ CONFIG_OPTIONS: list[Option] = [
     ("teacher_epochs", "teacher_train.epochs", int, "Epochs for a teacher trained on the spot"),
     ("device", "device", str, "Device name in devices.yaml"),
     ("devices_file", "devices_file", str, "devices.yaml to use [default: ./devices.yaml, else the shipped one]"),
-    ("space", "search.space", str, "Search space: mnas (AKD) | mbv2 (EnNAS) | fbnet (FBNet), or a layer-wise "
-     "space file (.yaml; see README)"),
+    ("space", "search.space", str, "Search space: mnas (AKD) | mbv2 (EnNAS) | fbnet (FBNet) | family (AutoKD's "
+     "random-graph families), or a layer-wise space file (.yaml; see README)"),
     ("space_width", "search.space_width", float, "Channel scale of the search space"),
     ("strategy", "search.strategy", str, "Search strategy: random | evolution (regularized) | nsga2 (accuracy/"
      "latency Pareto front) | rl (AKD's PPO controller) | bohb (AutoKD's TPE + Hyperband)"),
@@ -78,6 +78,10 @@ CONFIG_OPTIONS: list[Option] = [
     ("distill_epochs", "distill.epochs", int, "Epochs of the final distillation"),
     ("batch_size", "distill.batch_size", int, "Global batch of the final distillation (split among torchrun's "
      "processes)"),
+]
+DISTILL_OPTIONS: list[Option] = [
+    ("family_samples", "search.family_samples", int, "AutoKD (--space family): students drawn from the best family "
+     "and each distilled; the report gives their mean and spread"),
 ]
 RUNTIME_OPTIONS: list[Option] = [
     ("train_device", "runtime.train_device", str, "Where training runs: auto (a CUDA GPU, else Apple MPS, else the "

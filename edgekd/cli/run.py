@@ -7,6 +7,7 @@ from typing import Any
 
 from edgekd.cli.app import (
     CONFIG_OPTIONS,
+    DISTILL_OPTIONS,
     EXPORT_OPTIONS,
     RUNTIME_OPTIONS,
     Name,
@@ -22,7 +23,7 @@ from edgekd.core.ui import console
 
 @app.command()
 @handles_errors
-@with_config_options(CONFIG_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
+@with_config_options(CONFIG_OPTIONS, DISTILL_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
 def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs"),
         sign_key: SignKey = None) -> None:
     """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""

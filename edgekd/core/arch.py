@@ -63,9 +63,53 @@ class BlockSpec:
         return {k: v for k, v in asdict(self).items() if OPTIONAL_FIELDS.get(k, ...) != v}
 
 
+Wiring = tuple[tuple[int, ...], ...]
+"""A DAG as each node's predecessors (-1: the graph's input); nodes are in topological order."""
+
+
+@dataclass(frozen=True)
+class FamilyGraph:
+    """A student of AutoKD's families (NAGO's hierarchical graphs): per stage, ``top`` wires its cells; ``mid``
+    wires the modules of every cell and ``bottom`` the conv units of every module. A node takes the sum of its
+    predecessors' outputs (-1: the graph's input); a graph's output is the mean of its nodes without successors.
+    A stage starts with a 1x1 conv-BN-ReLU to its ``channels`` (stride 2 where it ``downsample``-s)."""
+
+    top: tuple[Wiring, ...]
+    mid: Wiring
+    bottom: Wiring
+    channels: tuple[int, ...]
+    downsample: tuple[bool, ...]
+    family: tuple[tuple[str, Any], ...] = ()
+    """The generator's hyper-parameters this student was drawn with (the family), as (decision, value) pairs."""
+    seed: int = 0
+    """The draw from the family."""
+
+    def __post_init__(self) -> None:
+        for wiring in (*self.top, self.mid, self.bottom):
+            if not wiring or any(p >= i or p < -1 for i, preds in enumerate(wiring) for p in preds) or any(
+                    not preds for preds in wiring):
+                raise ConfigError("a family graph's wiring must be a non-empty DAG in topological order, every "
+                                  "node with an input")
+        if not len(self.top) == len(self.channels) == len(self.downsample):
+            raise ConfigError("every stage of a family graph needs its cells, channels and downsampling flag")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FamilyGraph:
+        def wiring(w: list) -> Wiring:
+            return tuple(tuple(preds) for preds in w)
+
+        return cls(top=tuple(wiring(w) for w in d["top"]), mid=wiring(d["mid"]), bottom=wiring(d["bottom"]),
+                   channels=tuple(d["channels"]), downsample=tuple(d["downsample"]),
+                   family=tuple((k, v) for k, v in d.get("family", ())), seed=d.get("seed", 0))
+
+
 @dataclass(frozen=True)
 class ArchSpec:
-    """A whole network: input, stem, blocks, head and classifier. Hashable, JSON round-trippable."""
+    """A whole network: input, stem, blocks (or a family ``graph``), head and classifier. Hashable, JSON
+    round-trippable."""
 
     resolution: int
     in_channels: int
@@ -75,11 +119,17 @@ class ArchSpec:
     head_channels: int
     stem_stride: int = 1
     name: str = field(default="", compare=False)
+    graph: FamilyGraph | None = None
+    """A family student's wiring (then ``blocks`` is empty); None for a sequence of blocks."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (the JSON schema of arch.json)."""
+        """Plain-dict form (the JSON schema of arch.json); ``graph`` only where there is one."""
         d = asdict(self)
         d["blocks"] = [b.to_dict() for b in self.blocks]
+        if self.graph is None:
+            d.pop("graph")
+        else:
+            d["graph"] = self.graph.to_dict()
         return d
 
     @classmethod
@@ -87,7 +137,8 @@ class ArchSpec:
         """Rebuild from :meth:`to_dict` output; unknown or missing fields are a ConfigError."""
         try:
             blocks = tuple(BlockSpec(**b) for b in d["blocks"])
-            return cls(**{**d, "blocks": blocks})
+            graph = FamilyGraph.from_dict(d["graph"]) if d.get("graph") is not None else None
+            return cls(**{**d, "blocks": blocks, "graph": graph})
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"not a valid ArchSpec: {exc}") from exc
 
@@ -227,6 +278,89 @@ class Network(nn.Module):
         return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class Unit(nn.Module):
+    """A family graph's bottom node: ReLU, 3x3 depthwise-separable conv, BN (RandWire's and NAGO's unit)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False),
+                                  nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def run_wiring(wiring: Wiring, nodes: nn.ModuleList, x: Tensor) -> Tensor:
+    """Run a DAG of ``nodes`` on ``x``: each node on the sum of its predecessors' outputs; the mean of the sinks."""
+    outs: list[Tensor] = []
+    for node, preds in zip(nodes, wiring, strict=True):
+        outs.append(node(sum(x if p < 0 else outs[p] for p in preds)))
+    sinks = sinks_of(wiring)
+    return sum(outs[i] for i in sinks) / len(sinks)
+
+
+def sinks_of(wiring: Wiring) -> list[int]:
+    """The nodes no other node takes as input."""
+    used = {p for preds in wiring for p in preds}
+    return [i for i in range(len(wiring)) if i not in used]
+
+
+class Module(nn.Module):
+    """A family graph's mid node: the bottom graph of units."""
+
+    def __init__(self, bottom: Wiring, channels: int) -> None:
+        super().__init__()
+        self.bottom = bottom
+        self.units = nn.ModuleList(Unit(channels) for _ in bottom)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return run_wiring(self.bottom, self.units, x)
+
+
+class Cell(nn.Module):
+    """A family graph's top node: the mid graph of modules."""
+
+    def __init__(self, graph: FamilyGraph, channels: int) -> None:
+        super().__init__()
+        self.mid = graph.mid
+        self.parts = nn.ModuleList(Module(graph.bottom, channels) for _ in graph.mid)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return run_wiring(self.mid, self.parts, x)
+
+
+class Stage(nn.Module):
+    """One stage of a family student: a 1x1 conv-BN-ReLU to its channels (strided where it downsamples), then its
+    top-level graph of cells."""
+
+    def __init__(self, graph: FamilyGraph, stage: int, cin: int) -> None:
+        super().__init__()
+        self.top = graph.top[stage]
+        self.enter = conv_bn_act(cin, graph.channels[stage], 1, 2 if graph.downsample[stage] else 1)
+        self.cells = nn.ModuleList(Cell(graph, graph.channels[stage]) for _ in self.top)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return run_wiring(self.top, self.cells, self.enter(x))
+
+
+class FamilyNetwork(nn.Module):
+    """stem -> stages -> 1x1 head -> global average pool -> linear classifier."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__()
+        g = spec.graph
+        assert g is not None
+        self.stem = conv_bn_act(spec.in_channels, spec.stem_channels, 3, spec.stem_stride)
+        cins = (spec.stem_channels, *g.channels[:-1])
+        self.stages = nn.Sequential(*(Stage(g, s, cin) for s, cin in enumerate(cins)))
+        self.head = conv_bn_act(g.channels[-1], spec.head_channels, 1)
+        self.classifier = nn.Linear(spec.head_channels, spec.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(self.stages(self.stem(x)))
+        return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 def build(spec: ArchSpec) -> nn.Module:
     """The ``nn.Module`` described by ``spec`` (freshly initialised)."""
-    return Network(spec)
+    return FamilyNetwork(spec) if spec.graph is not None else Network(spec)

@@ -88,6 +88,9 @@ class SearchConfig(_Model):
     target_fraction_of_teacher: Fraction = 0.25
     search_kd: bool = False
     """AutoKD: the KD temperature and weight are searched with the architecture and carried into distillation."""
+    family_samples: Annotated[int, Field(ge=1, le=100)] = 1
+    """AutoKD's protocol for ``space: family``: students drawn from the best family and each distilled; the report
+    gives their mean and spread (the first is the run's student)."""
     evaluator: str = "proxy"
     """How a candidate is rated: KD proxy training (AKD, AutoKD), or inherited weights of a supernet trained with
     EnNAS's ensemble KD, plain single-path training (SPOS), or DNA's block-wise distillation."""
@@ -203,7 +206,7 @@ class RunConfig(_Model):
 # Settings that may differ from a run's saved config without starting a new run: more trials only extend the
 # search, more or fewer worker processes and the training runtime only change its speed, and export settings
 # only shape what `edgekd export` writes from the finished student.
-CHANGEABLE = ("search.trials", "search.jobs", "export.", "runtime.", "version")
+CHANGEABLE = ("search.trials", "search.jobs", "search.family_samples", "export.", "runtime.", "version")
 
 
 def _changeable(key: str) -> bool:

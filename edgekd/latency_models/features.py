@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekd.core.arch import ArchSpec
+from edgekd.core.arch import ArchSpec, FamilyGraph, Wiring, sinks_of
 from edgekd.core.errors import ConfigError
 
 OP_TYPES = ("conv_k3", "conv_k5", "conv_k7", "dw_k3", "dw_k5", "dw_k7", "pw", "se", "add", "fc", "gpw", "shuffle")
@@ -45,6 +45,8 @@ def operators(spec: ArchSpec) -> list[Op]:
 
     conv("conv_k3", spec.in_channels, spec.stem_channels, 3, size)
     cin = spec.stem_channels
+    if spec.graph is not None:
+        cin, size = _family_operators(spec.graph, cin, size, conv, pointwise, ops)
     for b in spec.blocks:
         out = _out(size, b.stride)
         se_ch = cin
@@ -77,6 +79,29 @@ def operators(spec: ArchSpec) -> list[Op]:
     pointwise(cin, spec.head_channels, size)
     ops.append(Op("fc", spec.head_channels * spec.num_classes, spec.num_classes))
     return ops
+
+
+def _family_operators(g: FamilyGraph, cin: int, size: int, conv, pointwise, ops: list[Op]) -> tuple[int, int]:
+    """A family student's stages: the strided 1x1 entry, then every unit's depthwise and pointwise conv, and the
+    adds that sum a node's inputs and average a graph's sinks; returns the channels and size after them."""
+
+    def adds(wiring: Wiring, elems: int) -> None:
+        n = sum(len(preds) - 1 for preds in wiring) + len(sinks_of(wiring)) - 1
+        ops.extend(Op("add", elems, elems) for _ in range(n))
+
+    for stage, top in enumerate(g.top):
+        c, size = g.channels[stage], _out(size, 2 if g.downsample[stage] else 1)
+        pointwise(cin, c, size)
+        for _ in range(len(top) * len(g.mid)):
+            for _ in g.bottom:
+                conv("dw_k3", c, c, 3, size, groups=c)
+                pointwise(c, c, size)
+            adds(g.bottom, c * size * size)
+        for _ in top:
+            adds(g.mid, c * size * size)
+        adds(top, c * size * size)
+        cin = c
+    return cin, size
 
 
 FEATURE_NAMES = (*(f"n_{t}" for t in OP_TYPES), *(f"mmacs_{t}" for t in OP_TYPES), "m_elems")

@@ -6,12 +6,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgekd.core.arch import ArchSpec, build
 from edgekd.core.config import KDConfig, read_json, write_json
-from edgekd.core.errors import RunStateError
+from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.core.ui import progress
 from edgekd.latency_models.flops import count_macs_params
 from edgekd.pipeline.context import RunContext
@@ -28,10 +29,11 @@ class Student:
     metrics: dict[str, Any]
 
 
-def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig) -> Student:
+def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig, out: Path | None = None) -> Student:
     """Train ``arch`` with the KD settings ``kd`` for ``cfg.distill.epochs`` (resumable per epoch, and inside long
-    epochs); write student/. Under torchrun every rank trains its share and rank 0 writes."""
-    cfg, out, rt = ctx.cfg, ctx.stage_dir("student"), ctx.runtime
+    epochs); write ``out`` (default student/). Under torchrun every rank trains its share and rank 0 writes."""
+    cfg, rt = ctx.cfg, ctx.runtime
+    out = out or ctx.stage_dir("student")
     state = out / "train_state.pt"
     if (out / "arch.json").is_file() and ArchSpec.from_json((out / "arch.json").read_text()) != arch:
         raise RunStateError(f"{out} holds a different student; use another --name to distill another architecture")
@@ -62,6 +64,30 @@ def distill(ctx: RunContext, arch: ArchSpec, kd: KDConfig) -> Student:
         write_json(out / "curves.json", [asdict(h) for h in history])
         _plot_curves(history, ctx.teacher.val_acc, out / "curves.png")
     return Student(model, arch, metrics)
+
+
+def distill_family(ctx: RunContext, student: Student, kd: KDConfig, samples: int) -> dict[str, Any]:
+    """AutoKD's protocol: ``samples`` students drawn from the family of ``student`` (seeds 0..samples-1, seed 0
+    being ``student`` itself), each distilled (under student/family/); writes student/family.json with every
+    sample's held-out accuracy, their mean and standard deviation."""
+    graph = student.arch.graph
+    if graph is None or not graph.family:
+        raise ConfigError("--family-samples applies to students of the family space (--space family)")
+    space = ctx.space
+    rows = [{"seed": graph.seed, "arch_id": student.arch.id, "val_acc": student.metrics["val_acc"],
+             "mmacs": student.metrics["mmacs"]}]
+    for seed in range(samples):
+        if seed == graph.seed:
+            continue
+        arch = space.member(dict(graph.family), seed)
+        m = distill(ctx, arch, kd, ctx.stage_dir("student") / "family" / f"seed-{seed}").metrics
+        rows.append({"seed": seed, "arch_id": arch.id, "val_acc": m["val_acc"], "mmacs": m["mmacs"]})
+    accs = np.array([r["val_acc"] for r in rows])
+    report = {"family": dict(graph.family), "samples": rows, "val_acc_mean": float(accs.mean()),
+              "val_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0}
+    if ctx.runtime.dist.main:
+        write_json(ctx.stage_dir("student") / "family.json", report)
+    return report
 
 
 def load_student(student_dir: Path) -> Student:

@@ -13,7 +13,7 @@ from edgekd.core.config import RunConfig
 from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.core.ui import console, summary
 from edgekd.pipeline.context import RunContext
-from edgekd.pipeline.distill import Student, distill, load_student
+from edgekd.pipeline.distill import Student, distill, distill_family, load_student
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
 from edgekd.pipeline.opening import open_run
 from edgekd.pipeline.package import package, sha256
@@ -98,11 +98,17 @@ def run_distill(ctx: RunContext, search: SearchResult | None = None) -> Student:
 
     ``search``: the search stage's result (default: the one in the run's search/ folder)."""
     search = search or read_result(ctx.stage_dir("search"))
-    student = distill(ctx, search.best_arch, ctx.cfg.student_kd(search.best_kd))
+    kd = ctx.cfg.student_kd(search.best_kd)
+    student = distill(ctx, search.best_arch, kd)
     m = student.metrics
+    family = {}
+    if ctx.cfg.search.family_samples > 1:
+        f = distill_family(ctx, student, kd, ctx.cfg.search.family_samples)
+        family = {f"{len(f['samples'])} students of the family": f"held-out acc {f['val_acc_mean']:.4f} ± "
+                                                                  f"{f['val_acc_std']:.4f} (mean ± sd)"}
     summary("distill", {"student held-out acc": m["val_acc"], "teacher held-out acc": m["teacher_val_acc"],
                         "epochs": m["epochs"], "KD tau / alpha": f"{m['kd']['tau']:g} / {m['kd']['alpha']:g}",
-                        "MMACs": m["mmacs"], "M params": m["mparams"]})
+                        "MMACs": m["mmacs"], "M params": m["mparams"], **family})
     return student
 
 

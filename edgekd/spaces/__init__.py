@@ -20,7 +20,7 @@ from edgekd.core.registry import Registry
 Choices = dict[str, Any]
 
 SPACES: Registry[Callable[..., SearchSpace]] = Registry(
-    "spaces", "search space", ("edgekd.spaces.mnas", "edgekd.spaces.mbv2", "edgekd.spaces.layerwise"))
+    "spaces", "search space", tuple(f"edgekd.spaces.{m}" for m in ("mnas", "mbv2", "layerwise", "family")))
 SPACE_FILE_SUFFIXES = (".yaml", ".yml")
 
 

@@ -1,13 +1,10 @@
 """FBNet's space as FBNet defines it, and layer-wise spaces read from a YAML file."""
 
-import contextlib
-import io
 import random
 
 import numpy as np
 import pytest
 import torch
-from thop import profile
 from torch import nn
 from typer.testing import CliRunner
 
@@ -22,18 +19,6 @@ from edgekd.spaces import make_space, space_of, space_preset
 from edgekd.spaces.layerwise import FBNET
 
 FBNET_OPS = FBNET.stages[0].ops
-
-
-def _thop_conv_macs(spec: ArchSpec) -> float:
-    """thop's MACs of the convolutions and the classifier (BatchNorm not counted: it folds into the convs)."""
-
-    def nothing(m, x, y):
-        m.total_ops += torch.zeros(1, dtype=torch.float64)
-
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        macs, _ = profile(build(spec).eval(), inputs=(torch.zeros(1, *spec.input_shape),), verbose=False,
-                          custom_ops={nn.BatchNorm2d: nothing})
-    return float(macs)
 
 
 def _one_layer(op: str, cin: int, cout: int, stride: int) -> ArchSpec:
@@ -61,10 +46,10 @@ def test_the_fbnet_macro_architecture_is_fbnets():
 
 @pytest.mark.parametrize("op", FBNET_OPS)
 @pytest.mark.parametrize("cin, cout, stride", [(16, 16, 1), (16, 24, 2)])
-def test_every_fbnet_operator_counts_like_thop_and_exports_exactly(op, cin, cout, stride, tmp_path):
+def test_every_fbnet_operator_counts_like_thop_and_exports_exactly(op, cin, cout, stride, tmp_path, thop_conv_macs):
     spec = _one_layer(op, cin, cout, stride)
     analytic = sum(o.macs for o in operators(spec) if o.type not in ("add", "shuffle"))  # thop counts no adds
-    assert analytic == _thop_conv_macs(spec)
+    assert analytic == thop_conv_macs(spec)
     assert len(features(spec)) == len(FEATURE_NAMES) and total_mmacs(spec) > 0
     torch.manual_seed(0)
     model = build(spec).eval()
