@@ -97,7 +97,8 @@ RUNTIME_OPTIONS: list[Option] = [
      "every M minutes"),
 ]
 EXPORT_OPTIONS: list[Option] = [
-    ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, tensorrt, "
+    ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, ort (ONNX Runtime's "
+     "mobile format), tensorrt, "
      "tensorrt-fp16, tensorrt-int8 (TensorRT engines: on this host's GPU, or with an ssh --device built and run "
      "on the board by its trtexec)"),
     ("opset", "export.opset", int, "ONNX opset"),

@@ -42,7 +42,8 @@ class ExportFormat:
 
 
 FORMATS: Registry[ExportFormat] = Registry(
-    "formats", "export format", ("edgekd.exporters.onnx", "edgekd.exporters.onnx_int8", "edgekd.exporters.tensorrt"))
+    "formats", "export format",
+    tuple(f"edgekd.exporters.{m}" for m in ("onnx", "onnx_int8", "ort_mobile", "tensorrt")))
 
 
 def register_format(name: str, open: Callable[[Path, NamedDevice], Runner], runtime: Callable[[], str]):

@@ -26,7 +26,7 @@ from edgekd.core.errors import BundleError, ValidationFailed
 from edgekd.core.scratch import scratch_dir
 from edgekd.pipeline.package import Manifest, sha256
 from edgekd.pipeline.trust import check_digest, check_signature
-from edgekd.pipeline.validate import EXACT_FORMATS, check_format, validate_artifact
+from edgekd.pipeline.validate import TIMED_AS_SEARCHED, check_format, validate_artifact
 
 
 def _extract(bundle: Path, into: Path) -> Path:
@@ -115,7 +115,7 @@ def verify(bundle: Path, device: NamedDevice, max_latency_drift: float | None = 
             except (RuntimeError, ValueError) as exc:  # the runtime rejects the model or its input
                 raise BundleError(f"{bundled.file} does not run on the reference input: {exc}") from exc
             recorded = bundled.latency_ms if same_device else None
-            drift = max_latency_drift if fmt in EXACT_FORMATS else None
+            drift = max_latency_drift if fmt == TIMED_AS_SEARCHED else None
             f["recorded_latency_ms"] = recorded
             f["max_accuracy_drop"] = limits.get(fmt, 0.0)
             f["failures"] = check_format(fmt, f, ref_acc, limits, recorded, drift)

@@ -81,6 +81,15 @@ def test_onnx_fp16_halves_the_weights_and_keeps_fp32_io(trained, tmp_path):
     assert m["max_abs_logit_diff"] <= 0.05 and m["top1_agreement"] >= 0.98
 
 
+def test_ort_is_onnx_runtimes_own_format_and_runs_the_fp32_model(trained, tmp_path):
+    path, _, m = _export("ort", trained, tmp_path)
+    assert path.name == "model.ort" and path.read_bytes()[4:8] == b"ORTM"  # the FlatBuffers file identifier
+    assert m["max_abs_logit_diff"] <= 1e-4 and m["top1_agreement"] == 1.0
+    *_, images, labels, ref, _ = trained
+    report = validate_artifact("ort", path, images, ref, labels, HOST)
+    assert report["latency_ms"] > 0 and report["latency_where"] == "this host, in process"
+
+
 def test_onnx_int8_is_per_channel_qdq_and_its_accuracy_cost_is_measured(trained, tmp_path):
     path, logits, m = _export("onnx-int8", trained, tmp_path)
     model = onnx.load(path)
