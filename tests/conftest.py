@@ -17,7 +17,6 @@ os.environ.setdefault("EDGEKD_QUIET", "1")
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from edgekd.core.config import RunConfig, TrainConfig
@@ -27,7 +26,8 @@ from edgekd.runtime.ort import has_provider
 
 def _own_cores() -> None:
     """Under pytest-xdist each worker runs on cores of its own (and its subprocesses inherit them): torch processes
-    of two workers sharing the cores would each run far slower than alone."""
+    of two workers sharing the cores would each run far slower than alone. Called before torch is imported: its
+    OpenMP pool is sized by the cores it sees then, and two threads spinning on one core crawl."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker and count > 1 and hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
@@ -236,6 +236,7 @@ def write_image_tree():
 @pytest.fixture(scope="session")
 def thop_conv_macs():
     """thop's MACs of an ArchSpec's convolutions and classifier (BatchNorm not counted: it folds into the convs)."""
+    import torch
     from thop import profile
     from torch import nn
 
