@@ -116,9 +116,10 @@ def _validation_summary(title: str, formats: dict[str, dict], teacher: dict | No
     rows: dict[str, object] = {}
     for fmt, f in formats.items():
         speed = f", {f['speedup_vs_teacher']:.2f}x vs teacher" if "speedup_vs_teacher" in f else ""
+        beaten = f"; slower than {f['dominated_by']} with no accuracy gain" if "dominated_by" in f else ""
         rows[fmt] = (f"top-1 {f['acc']:.4f} (drop {f['acc_drop_points']:.2f} pts), agreement "
                      f"{f['top1_agreement']:.4f}, max |logit diff| {f['max_abs_logit_diff']:.2e}, "
-                     f"{f['latency_ms']:.4f} ms{speed}")
+                     f"{f['latency_ms']:.4f} ms{speed}{beaten}")
     if teacher:
         rows["teacher"] = f"top-1 {teacher['acc']:.4f}, {teacher['latency_ms']:.4f} ms"
     summary(title, rows | extra)

@@ -122,3 +122,23 @@ def test_validate_turns_a_broken_limit_into_exit_5_with_the_report_written(tmp_p
     model.write_bytes(model.read_bytes()[:200])  # truncated by a full disk
     result = runner.invoke(app, ["validate", *base])
     assert result.exit_code == 6 and f"{model} does not load" in " ".join(result.output.split())
+
+
+def test_a_format_slower_than_another_with_no_accuracy_gain_is_named_in_the_report():
+    from edgekd.pipeline.validate import dominated, report_markdown
+
+    def fmt(acc, p10, median, p90):
+        return {"acc": acc, "latency_p10_ms": p10, "latency_ms": median, "latency_p90_ms": p90}
+
+    formats = {"onnx": fmt(0.97, 1.0, 1.1, 1.2), "onnx-int8": fmt(0.96, 1.9, 2.0, 2.2),
+               "onnx-fp16": fmt(0.97, 1.15, 1.25, 1.4), "ort": fmt(0.97, 0.8, 0.9, 0.95)}
+    assert dominated(formats) == {"onnx-int8": "ort", "onnx": "ort", "onnx-fp16": "ort"}
+    formats["onnx"] = fmt(0.98, 1.0, 1.1, 1.2)  # more accurate: not beaten, though slower
+    formats["ort"] = fmt(0.97, 0.9, 1.05, 1.3)  # faster on median only, within the spread: not beaten either
+    assert dominated(formats) == {"onnx-int8": "ort"}  # the fastest of those that beat it
+    rows = {k: {**v, "runtime": "r", "acc_drop_points": 0.0, "top1_agreement": 1.0, "max_abs_logit_diff": 0.0,
+                "passed": True, "failures": []} for k, v in formats.items()}
+    rows["onnx-int8"]["dominated_by"] = "onnx"
+    report = {"device": "d", "n_val": 10, "pytorch": {"acc": 0.98}, "teacher": None, "predicted_latency_ms": None,
+              "formats": rows}
+    assert "pass (slower than `onnx` with no accuracy gain)" in report_markdown(report)
