@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from edgekd.cli.app import RunsDir, app, handles_errors
+from edgekd.cli.app import RunsDir, command
 from edgekd.core.ui import console
 
 
-@app.command()
-@handles_errors
+@command()
 def ablate(
     runs: Annotated[list[str], typer.Argument(help="Names of finished searches (e.g. one with --reward-training kd, "
                                                    "one with ce) on the same data and teacher")],

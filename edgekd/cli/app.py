@@ -192,6 +192,16 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def command(*groups: list[Option]) -> Callable[[Command], Command]:
+    """Register the decorated function as a command of ``app``: one-line errors, and the options of ``groups``
+    passed to it as dotted ``overrides`` (where any are given)."""
+
+    def deco(fn: Command) -> Command:
+        return app.command()(handles_errors(with_config_options(*groups)(fn) if groups else fn))
+
+    return deco
+
+
 def open_context(name: str, runs_dir: Path, overrides: dict[str, Any]) -> RunContext:
     """The run ``name``'s context, its saved config updated with the command line's ``overrides``."""
     from edgekd.pipeline.opening import open_run

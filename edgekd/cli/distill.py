@@ -5,21 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekd.cli.app import (
-    DISTILL_OPTIONS,
-    RUNTIME_OPTIONS,
-    Name,
-    RunsDir,
-    app,
-    handles_errors,
-    open_context,
-    with_config_options,
-)
+from edgekd.cli.app import DISTILL_OPTIONS, RUNTIME_OPTIONS, Name, RunsDir, command, open_context
 
 
-@app.command()
-@handles_errors
-@with_config_options(DISTILL_OPTIONS, RUNTIME_OPTIONS)
+@command(DISTILL_OPTIONS, RUNTIME_OPTIONS)
 def distill(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """Distill the best searched architecture from the teacher (resumable per epoch, and inside long epochs).
 

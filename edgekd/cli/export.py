@@ -7,22 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from edgekd.cli.app import (
-    CONFIG_OPTIONS,
-    EXPORT_OPTIONS,
-    Name,
-    RunsDir,
-    SignKey,
-    app,
-    handles_errors,
-    open_context,
-    with_config_options,
-)
+from edgekd.cli.app import CONFIG_OPTIONS, EXPORT_OPTIONS, Name, RunsDir, SignKey, command, open_context
 
 
-@app.command()
-@handles_errors
-@with_config_options(CONFIG_OPTIONS, EXPORT_OPTIONS)
+@command(CONFIG_OPTIONS, EXPORT_OPTIONS)
 def export(
     overrides: dict[str, Any],
     name: Name = "quickstart",

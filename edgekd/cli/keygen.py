@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
-from edgekd.cli.app import app, handles_errors
+from edgekd.cli.app import command
 from edgekd.core.ui import console
 
 
-@app.command()
-@handles_errors
+@command()
 def keygen(
     name: Annotated[Path, typer.Argument(help="Writes NAME.pem (private, mode 600) and NAME.pub.pem (public)")],
 ) -> None:

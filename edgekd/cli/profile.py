@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from edgekd.cli.app import DevicesFile, app, handles_errors
+from edgekd.cli.app import DevicesFile, command
 from edgekd.core.ui import console
 
 
-@app.command()
-@handles_errors
+@command()
 def profile(
     device: Annotated[str, typer.Option(help="Device to measure (a name in devices.yaml)")] = "host-cpu",
     devices_file: DevicesFile = None,

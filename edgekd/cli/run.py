@@ -13,17 +13,13 @@ from edgekd.cli.app import (
     Name,
     RunsDir,
     SignKey,
-    app,
-    handles_errors,
-    with_config_options,
+    command,
 )
 from edgekd.core.config import resolve_config
 from edgekd.core.ui import console
 
 
-@app.command()
-@handles_errors
-@with_config_options(CONFIG_OPTIONS, DISTILL_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
+@command(CONFIG_OPTIONS, DISTILL_OPTIONS, RUNTIME_OPTIONS, EXPORT_OPTIONS)
 def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs"),
         sign_key: SignKey = None) -> None:
     """All stages: teacher, search, distill, export, validate, package. No arguments: the embedded digits task."""

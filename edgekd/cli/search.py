@@ -5,21 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekd.cli.app import (
-    CONFIG_OPTIONS,
-    RUNTIME_OPTIONS,
-    Name,
-    RunsDir,
-    app,
-    handles_errors,
-    open_context,
-    with_config_options,
-)
+from edgekd.cli.app import CONFIG_OPTIONS, RUNTIME_OPTIONS, Name, RunsDir, command, open_context
 
 
-@app.command()
-@handles_errors
-@with_config_options(CONFIG_OPTIONS, RUNTIME_OPTIONS)
+@command(CONFIG_OPTIONS, RUNTIME_OPTIONS)
 def search(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """KD-guided architecture search (resumable: the same command continues an interrupted search)."""
     from edgekd.pipeline.run import run_search

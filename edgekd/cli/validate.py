@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekd.cli.app import EXPORT_OPTIONS, Name, RunsDir, app, handles_errors, open_context, with_config_options
+from edgekd.cli.app import EXPORT_OPTIONS, Name, RunsDir, command, open_context
 
 
-@app.command()
-@handles_errors
-@with_config_options(EXPORT_OPTIONS)
+@command(EXPORT_OPTIONS)
 def validate(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir = Path("runs")) -> None:
     """Validate the run's exported models again (exit 5 if one breaks a limit)."""
     from edgekd.pipeline.run import run_validate

@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from edgekd.cli.app import app, handles_errors, pairs
+from edgekd.cli.app import command, pairs
 from edgekd.core.ui import console
 
 
-@app.command()
-@handles_errors
+@command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="NAME-VERSION.tar.gz made by `edgekd export`")],
     device: Annotated[str, typer.Option(help="Device in the registry to run the models on")] = "host-cpu",

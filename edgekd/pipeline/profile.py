@@ -16,18 +16,22 @@ from scipy.stats import kendalltau
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.config import write_json
+from edgekd.core.devices import get_device
 from edgekd.core.errors import ConfigError
 from edgekd.core.ui import progress
+from edgekd.data import load_data
 from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.latency_models.predictors import (
     MIN_FIT,
+    PREDICTOR_KINDS,
     Predictor,
     block_table_archs,
     fit_block_table,
     fit_kinds,
     fit_predictor,
 )
-from edgekd.spaces import SearchSpace
+from edgekd.pipeline.context import cache_dir
+from edgekd.spaces import SearchSpace, make_space
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
@@ -128,12 +132,6 @@ def profile(device: str, devices_file: Path | None, archs: int, heldout: int, ki
             resolution: int | None, space: str, space_width: float, seed: int, out: Path) -> dict[str, Any]:
     """``edgekd profile``: measure the registry's ``device`` on random architectures of ``space`` (inputs shaped
     like ``data``'s), fit every predictor and write them and their report to ``out``."""
-    from edgekd.core.devices import get_device
-    from edgekd.data import load_data
-    from edgekd.latency_models.predictors import PREDICTOR_KINDS
-    from edgekd.pipeline.context import cache_dir
-    from edgekd.spaces import make_space
-
     if kind not in PREDICTOR_KINDS or (kind == "blocks" and not blocks):
         raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks)")
     d = load_data(data, seed, resolution)

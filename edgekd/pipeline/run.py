@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from edgekd.core.config import RunConfig
 from edgekd.core.errors import ConfigError, RunStateError
@@ -182,14 +182,17 @@ def run_all(cfg: RunConfig, runs_root: Path, sign_key: Path | None = None) -> Ru
     _one_process(ctx, "run")
     ctx.teacher_latency_ms()
     times["teacher"] = time.perf_counter() - start
-    stages: tuple[tuple[str, Callable[[Any], Any]], ...] = (
-        ("search", lambda _: run_search(ctx)),
-        ("distill", lambda search: run_distill(ctx, search)),
-        ("export", lambda student: run_export(ctx, sign_key=sign_key, student=student)),
-    )
-    result: Any = None
-    for stage, fn in stages:  # each stage takes the one before's typed result
-        t = time.perf_counter()
-        result = fn(result)
-        times[stage] = time.perf_counter() - t
-    return RunSummary(ctx.run_dir, result, times)
+    with _timed(times, "search"):
+        search = run_search(ctx)
+    with _timed(times, "distill"):
+        student = run_distill(ctx, search)
+    with _timed(times, "export"):
+        bundle = run_export(ctx, sign_key=sign_key, student=student)
+    return RunSummary(ctx.run_dir, bundle, times)
+
+
+@contextlib.contextmanager
+def _timed(times: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    times[stage] = time.perf_counter() - start

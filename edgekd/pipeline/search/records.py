@@ -106,8 +106,9 @@ def read_result(out_dir: Path) -> SearchResult:
     if not best_path.is_file():
         raise RunStateError(f"no search result at {best_path}; run `edgekd search` first")
     best = read_json(best_path)
-    try:
-        ArchSpec.from_dict(best["arch"]), KDConfig(**best["kd"])
+    try:  # what distillation reads of it
+        ArchSpec.from_dict(best["arch"])
+        KDConfig(**best["kd"])
     except (TypeError, KeyError, ValueError, ConfigError) as exc:
         raise RunStateError(f"{best_path} is not a search result ({type(exc).__name__}: {exc})") from None
     records = read_records(out_dir)
