@@ -51,7 +51,7 @@ def main() -> None:
     from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.reward import Reward
     from edgekd.pipeline.search.objective import search
-    from edgekd.pipeline.search.oneshot import LayerMacs, blockwise_evaluator, dna_search
+    from edgekd.pipeline.search.oneshot import blockwise_evaluator, dna_search, space_macs
 
     root = Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=32)
@@ -114,7 +114,7 @@ def main() -> None:
     proxy = KDProxyEvaluator(data, teacher.logits, TrainConfig(epochs=args.proxy_epochs, batch_size=64), cfg.kd,
                              cfg.seed)
     rng = random.Random(cfg.seed)
-    macs_of = LayerMacs.of_space(space).of
+    macs_of = space_macs(space).of
     pool = sorted((space.sample(rng) for _ in range(50 * args.archs)), key=macs_of)
     sampled = [pool[round(i * (len(pool) - 1) / (args.archs - 1))] for i in range(args.archs)]
     standalone, train_s = [], []

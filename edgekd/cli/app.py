@@ -64,11 +64,15 @@ CONFIG_OPTIONS: list[Option] = [
     ("proxy_epochs", "search.proxy.epochs", int, "KD proxy-training epochs per candidate"),
     ("evaluator", "search.evaluator", str, "How candidates are rated: proxy (KD proxy training, AKD/AutoKD) | ennas "
      "(supernet trained with EnNAS's ensemble KD; space mbv2) | spos (plain single-path supernet) | dna (DNA: "
-     "block-wise distillation from the teacher, exact pick under the target)"),
-    ("supernet_epochs", "search.oneshot.train.epochs", int, "Supernet training epochs (ennas, spos, dna)"),
+     "block-wise distillation from the teacher, exact pick under the target) | pamkd (PAMKD: learners that are "
+     "differentiable supernets teach each other only when better; space mbv2)"),
+    ("supernet_epochs", "search.oneshot.train.epochs", int, "Supernet training epochs (ennas, spos, dna, pamkd)"),
     ("subnets", "search.oneshot.subnets", int, "EnNAS: paths per batch forming the ensemble teacher"),
     ("diversity", "search.oneshot.diversity", bool, "EnNAS: diversity-based path sampling (--no-diversity: "
      "uniform, the paper's w/o DS)"),
+    ("learners", "search.oneshot.pamkd.learners", int, "PAMKD: learners in the group"),
+    ("scrutiny", "search.oneshot.pamkd.scrutiny", bool, "PAMKD: a learner teaches another only if better on mini-val "
+     "(--no-scrutiny: plain mutual KD, every learner teaches every other)"),
     ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1)"),
     ("target_ms", "search.target_ms", float, "Latency target T in ms [default: a fraction of the teacher's]"),
     ("target_mmacs", "search.target_mmacs", float, "MACs target in millions, instead of latency"),

@@ -60,6 +60,30 @@ class TrainConfig(_Model):
     warmup_epochs: Annotated[int, Field(ge=0, le=100_000)] = 1
 
 
+class PAMKDConfig(_Model):
+    """PAMKD's group of learners (``edgekd.evaluators.pamkd``)."""
+
+    learners: Annotated[int, Field(ge=1, le=32)] = 3
+    """K: differentiable supernets searching together, each with its V and W weights (1: a single learner
+    searching alone, W trained by cross-entropy only: the paper's baseline)."""
+    scrutiny: bool = True
+    """Performance scrutiny: V_j teaches W_k only if V_j is better on mini-val; False: plain mutual KD."""
+    kd_from_epoch: Annotated[int, Field(ge=0, le=100_000)] = 3
+    """Epochs of cross-entropy only before the learners teach each other (as EnNAS's ensemble teacher waits)."""
+    grs_weight: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    """λ_GRS: weight of the group-wise relative similarity loss beside the KL term."""
+    group_size: Annotated[int, Field(ge=4, le=1024)] = 4
+    """Examples per GRS group (the seed: at least 4)."""
+    grs_gamma: Annotated[float, Field(gt=0, le=100)] = 0.1
+    """Temperature of GRS's relative-similarity softmax."""
+    cost_weight: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    """λ_cost: weight of max(0, log(E[cost] / target)) in the operator logits' loss."""
+    relaxation: Literal["gdas", "darts"] = "gdas"
+    """gdas: one operator per slot drawn by hard Gumbel-softmax per step; darts: the softmax mixture of all."""
+    temperature: tuple[Annotated[float, Field(gt=0, le=100)], Annotated[float, Field(gt=0, le=100)]] = (5.0, 0.5)
+    """gdas: Gumbel-softmax temperature at the first and the last epoch (annealed geometrically between)."""
+
+
 class OneShotConfig(_Model):
     """The one-shot evaluators' supernet training (EnNAS: ensemble KD; spos: plain single-path; DNA: block-wise)."""
 
@@ -72,6 +96,9 @@ class OneShotConfig(_Model):
     """EnNAS's diversity-based sampling (eq. 4-5); False: uniform sampling, the paper's "w/o DS"."""
     rating_images: Annotated[int, Field(ge=8, le=1_000_000)] = 128
     """DNA: mini-val images every block path is rated on."""
+    pamkd: PAMKDConfig = PAMKDConfig()
+
+
 
 
 class SearchConfig(_Model):

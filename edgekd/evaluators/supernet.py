@@ -9,6 +9,8 @@ scored after recalibrating them on training images (``recalibrate_bn``), as SPOS
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,14 +26,19 @@ from edgekd.train import calibration_batches, evaluate, recalibrate_bn
 from edgekd.train.evaluation import model_device
 
 
+def layerwise(space: SearchSpace) -> MBV2Space:
+    """``space`` if the one-shot evaluators can build a supernet of it, else a ConfigError."""
+    if not isinstance(space, MBV2Space):
+        raise ConfigError(f"one-shot evaluators need a layer-wise space (mbv2), not {space.name!r}")
+    return space
+
+
 class Supernet(nn.Module):
     """stem -> fixed first block -> one operator per slot -> head -> pool -> classifier, weights shared."""
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
-        if not isinstance(space, MBV2Space):
-            raise ConfigError(f"one-shot evaluators need a layer-wise space (mbv2), not {space.name!r}")
-        self.space = space
+        self.space = layerwise(space)
         self.stem = conv_bn_act(space.in_channels, space.stem_channels, 3, space.stem_stride)
         self.first = Block(space.stem_channels, space.first)
         self.slots = nn.ModuleDict({slot.name: ElasticMBConv(slot) for slot in space.slots})
@@ -43,9 +50,19 @@ class Supernet(nn.Module):
         return x if op == SKIP else self.slots[name](x, op)
 
     def forward(self, x: Tensor, path: Choices) -> Tensor:
+        return self._through(x, lambda name, op, y: self.run_slot(name, op, y) if op == path[name] else None)
+
+    def mixed(self, x: Tensor, weights: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
+        """A continuous relaxation: every slot outputs Σ weights[slot][op] · op(x) over the operators named in
+        ``weights[slot]`` (all of them, DARTS; one sampled operator with its straight-through weight, GDAS)."""
+        return self._through(x, lambda name, op, y: None if (w := weights[name].get(op)) is None
+                             else w * self.run_slot(name, op, y))
+
+    def _through(self, x: Tensor, term: Callable[[str, str, Tensor], Tensor | None]) -> Tensor:
+        """stem -> first block -> per slot the sum of ``term(slot, op, x)`` over its operators -> classifier."""
         x = self.first(self.stem(x.contiguous(memory_format=torch.channels_last)))
         for slot in self.space.slots:
-            x = self.run_slot(slot.name, path[slot.name], x)
+            x = sum(t for op in slot.ops if (t := term(slot.name, op, x)) is not None)
         return self.classifier(self.head(x).mean((2, 3)))
 
     def extract(self, path: Choices) -> tuple[Network, ArchSpec]:

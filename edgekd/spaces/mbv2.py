@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgekd.core.arch import ArchSpec, BlockSpec
@@ -23,6 +24,35 @@ class LayerSlot:
     out_channels: int
     stride: int
     ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SlotCosts:
+    """A cost (MMACs, latency) of the network at a reference path (``base``, every slot's first operator) and each
+    slot operator's cost relative to it, so that a path's cost is the reference's plus its operators' differences.
+
+    Exact for MACs (the space fixes every slot's channels); for latency it is FBNet's additive lookup table.
+    DNA's pick and PAMKD's expected cost sum this table instead of costing each combination."""
+
+    base: float
+    table: dict[str, dict[str, float]]
+
+    @classmethod
+    def of_space(cls, space: MBV2Space, cost: Callable[[ArchSpec], float]) -> SlotCosts:
+        """The table from ``cost`` of the reference and of every network that differs from it in one slot."""
+        ref = {s.name: s.ops[0] for s in space.slots}
+        base = cost(space.decode(ref))
+        return cls(base, {s.name: {op: cost(space.decode({**ref, s.name: op})) - base if op != s.ops[0] else 0.0
+                                   for op in s.ops} for s in space.slots})
+
+    @staticmethod
+    def networks(space: MBV2Space) -> int:
+        """How many networks ``of_space`` costs."""
+        return 1 + sum(len(s.ops) - 1 for s in space.slots)
+
+    def of(self, path: Choices) -> float:
+        """The cost of the network ``path`` describes."""
+        return self.base + sum(self.table[name][op] for name, op in path.items())
 
 
 @register_space("mbv2")

@@ -31,7 +31,7 @@ from edgekd.evaluators.dna import (
 from edgekd.evaluators.ennas import DiversitySampler, ensemble_weights, train_supernet, uniform_expected_diversity
 from edgekd.evaluators.supernet import Supernet
 from edgekd.latency_models.flops import count_macs_params
-from edgekd.pipeline.search.oneshot import LayerMacs
+from edgekd.pipeline.search.oneshot import space_macs
 from edgekd.pipeline.teacher import default_teacher_arch
 from edgekd.spaces import make_space
 
@@ -161,7 +161,7 @@ def test_constrained_selection_returns_the_enumerated_optimum():
 
 def test_a_paths_macs_are_the_sum_of_its_layer_operators_macs():
     space = make_space("mbv2", 16, 1, 10, width=0.25)
-    macs = LayerMacs.of_space(space)
+    macs = space_macs(space)
     for seed in range(5):
         path = space.sample(random.Random(seed))
         spec = space.decode(path)
@@ -220,7 +220,7 @@ def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_targe
     student, ratings = rated.student, rated.ratings
     space, picked = ctx.space, path_loss(student, ratings, best["choices"])
     assert picked == pytest.approx(best["dna_loss"])
-    macs = LayerMacs.of_space(space)  # additive MACs: checked against thop above
+    macs = space_macs(space)  # additive MACs: checked against thop above
     rng, under = random.Random(0), 0
     for _ in range(3000):  # no sampled architecture under the target is rated better
         path = space.sample(rng)

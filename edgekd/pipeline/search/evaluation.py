@@ -1,7 +1,8 @@
 """Evaluator kinds (``--evaluator NAME``): how the search stage prepares what rates its candidates.
 
 ``proxy`` trains every candidate briefly with KD (AKD, AutoKD); the one-shot kinds (``ennas``, ``spos``,
-``dna``, in oneshot.py) train one supernet first and rate candidates with its weights.
+``dna``, in oneshot.py) train one supernet first and rate candidates with its weights; ``pamkd`` (pamkd.py) trains
+a group of differentiable supernets that teach each other and picks among their arg-max architectures.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class EvaluatorKind:
     """Chooses the architecture directly instead of sampling trials (DNA's ranking of block paths)."""
 
 
-EVALUATORS: Registry[EvaluatorKind] = Registry("evaluators", "evaluator", ("edgekd.pipeline.search.oneshot",))
+EVALUATORS: Registry[EvaluatorKind] = Registry("evaluators", "evaluator", ("edgekd.pipeline.search.oneshot",
+                                                                          "edgekd.pipeline.search.pamkd"))
 
 
 def evaluator_kind(cfg_search: SearchConfig) -> EvaluatorKind:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,8 +38,9 @@ from edgekd.latency_models.flops import spec_macs_params
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.evaluation import EVALUATORS, EvaluatorKind
-from edgekd.pipeline.search.records import SearchResult, result_of
-from edgekd.spaces.mbv2 import MBV2Space
+from edgekd.pipeline.search.records import SearchResult, pareto_front
+from edgekd.spaces import Choices
+from edgekd.spaces.mbv2 import MBV2Space, SlotCosts
 from edgekd.train import saved_epochs
 from edgekd.train.evaluation import model_device
 
@@ -97,7 +99,7 @@ def dna_search(ctx: RunContext, reward: Reward, evaluator: DNAEvaluator) -> Sear
     student, ratings = evaluator.student, evaluator.ratings
     space = ctx.space
     if reward.metric == "mmacs":
-        macs = LayerMacs.of_space(space)
+        macs = space_macs(space)
 
         def part_cost(block: int, part: tuple[str, ...]) -> float:
             return sum(macs.table[s.name][op] for s, op in zip(student.block_slots(block), part, strict=True))
@@ -107,47 +109,34 @@ def dna_search(ctx: RunContext, reward: Reward, evaluator: DNAEvaluator) -> Sear
         selection = select_under_constraint(
             ratings, lambda parts: ctx.latency.latency_ms(space.decode(path_of(student, parts))), reward.target)
     path = path_of(student, selection.parts)
-    record = _record(ctx, space.decode(path), path, reward, selection.loss)
-    record["combinations_checked"] = selection.checked
-    write_json(out / "reward.json", reward.describe())
-    for name in ("trials.json", "pareto.json"):
-        write_json(out / name, [record])
-    write_json(out / "best.json", record)
-    return result_of([record])
+    record = picked_record(ctx, space.decode(path), path, reward, math.exp(-selection.loss), dna_loss=selection.loss,
+                           combinations_checked=selection.checked)
+    return write_picked(out, reward, [record], record)
 
 
-@dataclass(frozen=True)
-class LayerMacs:
-    """MMACs of the network at a reference path (``base``) and each layer operator's MMACs relative to it.
-
-    The space fixes every layer's channels, so a path's MMACs are the reference's plus its operators'
-    differences: DNA's pick under a MACs target sums this table instead of profiling each combination."""
-
-    base: float
-    table: dict[str, dict[str, float]]
-
-    @classmethod
-    def of_space(cls, space: MBV2Space) -> LayerMacs:
-        ref = {s.name: s.ops[0] for s in space.slots}
-
-        def macs(path: dict[str, str]) -> float:
-            return spec_macs_params(space.decode(path))[0]
-
-        base = macs(ref)
-        return cls(base, {s.name: {op: macs({**ref, s.name: op}) - base for op in s.ops} for s in space.slots})
-
-    def of(self, path: dict[str, str]) -> float:
-        """MMACs of the network ``path`` describes."""
-        return self.base + sum(self.table[name][op] for name, op in path.items())
+def space_macs(space: MBV2Space) -> SlotCosts:
+    """Every slot operator's MMACs relative to the space's reference path (exact: checked against thop)."""
+    return SlotCosts.of_space(space, lambda spec: spec_macs_params(spec)[0])
 
 
-def _record(ctx: RunContext, spec: ArchSpec, path: dict[str, str], reward: Reward, loss: float) -> dict[str, Any]:
+def picked_record(ctx: RunContext, spec: ArchSpec, path: Choices, reward: Reward, acc: float,
+                  **extra: Any) -> dict[str, Any]:
+    """The trial record of an architecture a one-shot evaluator picked directly (DNA, PAMKD), rated ``acc``."""
     mmacs, mparams = spec_macs_params(spec)
     metrics = {"latency_ms": ctx.latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
-    score = math.exp(-loss)
     return {"trial": 0, "state": "complete", "arch_id": spec.id, "arch": spec.to_dict(), "choices": path,
-            "acc": score, "dna_loss": loss, "reward": reward(score, metrics), "kd": ctx.cfg.kd.model_dump(),
-            "evaluator": "dna", **metrics}
+            "acc": acc, "reward": reward(acc, metrics), "kd": ctx.cfg.kd.model_dump(),
+            "evaluator": ctx.cfg.search.evaluator, **metrics, **extra}
+
+
+def write_picked(out: Path, reward: Reward, records: list[dict[str, Any]], best: dict[str, Any]) -> SearchResult:
+    """Write reward.json, trials.json, pareto.json and best.json for candidates picked directly."""
+    result = SearchResult(best=best, pareto=pareto_front(records), n_trials=len(records))
+    write_json(out / "reward.json", reward.describe())
+    write_json(out / "trials.json", records)
+    write_json(out / "pareto.json", result.pareto)
+    write_json(out / "best.json", best)
+    return result
 
 
 EVALUATORS.add("ennas", EvaluatorKind(supernet_evaluator, one_shot=True))
