@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from edgekd.core.config import RunConfig, TrainConfig
-from edgekd.core.devices import LocalDevice, NamedDevice, SshDevice
+from edgekd.core.devices import LocalDevice, MeasurementProtocol, NamedDevice, SshDevice
 from edgekd.runtime.ort import has_provider
 
 
@@ -59,7 +59,8 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fast_device() -> NamedDevice:
-    return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5, processes=1))
+    return NamedDevice(name="test-cpu", spec=LocalDevice(threads=1, warmup=2, repeats=5, processes=1,
+                                                         protocol=MeasurementProtocol(budget_s=2)))
 
 
 @pytest.fixture

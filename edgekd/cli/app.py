@@ -73,6 +73,12 @@ CONFIG_OPTIONS: list[Option] = [
     ("learners", "search.oneshot.pamkd.learners", int, "PAMKD: learners in the group"),
     ("scrutiny", "search.oneshot.pamkd.scrutiny", bool, "PAMKD: a learner teaches another only if better on mini-val "
      "(--no-scrutiny: plain mutual KD, every learner teaches every other)"),
+    ("relaxation", "search.oneshot.pamkd.relaxation", str, "PAMKD: gdas (one operator per layer drawn by hard "
+     "Gumbel-softmax per step) | darts (the softmax mixture of every operator; ~8x slower)"),
+    ("grs_weight", "search.oneshot.pamkd.grs_weight", float, "PAMKD: weight of the group-wise relative similarity "
+     "loss beside the KL term"),
+    ("cost_weight", "search.oneshot.pamkd.cost_weight", float, "PAMKD: weight of max(0, log(E[cost] / target)) in "
+     "the operator logits' loss"),
     ("reward", "search.reward", str, "MnasNet constraint: soft (w=-0.07) | hard (0 / -1)"),
     ("target_ms", "search.target_ms", float, "Latency target T in ms [default: a fraction of the teacher's]"),
     ("target_mmacs", "search.target_mmacs", float, "MACs target in millions, instead of latency"),

@@ -38,6 +38,8 @@ def profile(
         k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
            f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction ({r['speedup']:.0f}x cheaper)"
         for k, r in report["predictors"].items()
-    })
+    } | {"measurement ceiling": "a second measurement agrees with the first: within ±10% "
+         f"{report['measurement_ceiling']['within10']:.1%}, Kendall {report['measurement_ceiling']['kendall']:.3f} "
+         f"({report['redone_for_drift']} measurements redone for drift)"})
     console.print(f"saved {report['chosen_file']}; use it with a devices.yaml entry `kind: predictor` and "
                   f"`file: {report['chosen_file']}`")

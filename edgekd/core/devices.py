@@ -21,6 +21,23 @@ from edgekd.core.yamlfile import read_yaml
 SHIPPED_REGISTRY = Path(__file__).parent.parent / "devices.yaml"
 
 
+class MeasurementProtocol(BaseModel):
+    """How a measured device times a model (``edgekd.runtime.protocol``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["interleaved", "median"] = "interleaved"
+    """interleaved: timed alternately with a fixed reference model, latency = ratio x the reference's calibrated
+    latency, repeated until ``precision`` (drift-cancelling); median: the median of ``repeats`` runs alone."""
+    precision: Annotated[float, Field(gt=0, le=1)] = 0.03
+    """interleaved: target relative half-width of the latency's 95% interval."""
+    budget_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """interleaved: seconds per model after which it stops at the precision it reached."""
+    drift_bound: Annotated[float, Field(gt=0, le=10)] = 0.15
+    """interleaved: a measurement during which the reference moved more than this (coefficient of variation, or
+    its median away from the session's) is redone."""
+
+
 class DeviceEntry(BaseModel):
     """The settings every device kind has; a kind adds its own fields and a literal ``kind``."""
 
@@ -35,6 +52,7 @@ class DeviceEntry(BaseModel):
     repeats: Annotated[int, Field(ge=3)] = 100
     batch_size: Annotated[int, Field(ge=1)] = 1
     threads: Annotated[int, Field(ge=1, le=256)] = 1
+    protocol: MeasurementProtocol = MeasurementProtocol()
 
     def resolved(self, folder: Path) -> DeviceEntry:
         """This entry with paths made absolute against ``folder``, the devices.yaml's folder."""

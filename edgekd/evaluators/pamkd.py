@@ -63,7 +63,17 @@ from edgekd.evaluators import EpochReport
 from edgekd.evaluators.supernet import Supernet, extract_calibrated
 from edgekd.spaces import Choices
 from edgekd.spaces.mbv2 import MBV2Space, SlotCosts
-from edgekd.train import LOCAL, Batch, EpochStats, Runtime, TrainDevice, calibration_batches, evaluate, fit
+from edgekd.train import (
+    LOCAL,
+    Batch,
+    EpochStats,
+    Runtime,
+    TrainDevice,
+    calibration_batches,
+    evaluate,
+    fit,
+    step_rng,
+)
 
 Relaxation = Literal["gdas", "darts"]
 ARCH_INIT_SD = 1e-3
@@ -94,10 +104,10 @@ def grs_loss(teacher: Tensor, student: Tensor, group_size: int = 4, gamma: float
 def teachers_of(acc: list[float], loss: list[float], scrutiny: bool) -> list[list[int]]:
     """For each learner k, the learners whose V may teach its W: those better on mini-val (higher accuracy, ties
     broken by lower loss) with scrutiny, every other learner without."""
-    k = range(len(acc))
+    group = range(len(acc))
     if not scrutiny:
-        return [[j for j in k if j != i] for i in k]
-    return [[j for j in k if (acc[j], -loss[j]) > (acc[i], -loss[i])] for i in k]
+        return [[j for j in group if j != k] for k in group]
+    return [[j for j in group if (acc[j], -loss[j]) > (acc[k], -loss[k])] for k in group]
 
 
 OpWeights = dict[str, dict[str, Tensor]]
@@ -268,7 +278,8 @@ class PAMKDTask:
         return {k: torch.tensor(v) for k, v in self.scrutiny.items()}
 
     def _draw(self, step: int) -> int:
-        return (self.seed * 100_003 + self.epoch) * 1_000_003 + step
+        """The seed of a step's random draws (operators, mini-val batch): resumed runs draw the same."""
+        return step_rng(self.seed, self.epoch, step).getrandbits(62)
 
     def _val_batch(self, step: int, size: int) -> tuple[Tensor, Tensor]:
         generator = torch.Generator().manual_seed(self._draw(step))

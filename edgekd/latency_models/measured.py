@@ -2,28 +2,53 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from edgekd.core.arch import ArchSpec, build
-from edgekd.core.devices import NamedDevice
+from edgekd.core.arch import ArchSpec, BlockSpec, build
+from edgekd.core.devices import MeasurementProtocol, NamedDevice
 from edgekd.core.measurement import Measurement
 from edgekd.core.scratch import scratch_dir
 from edgekd.exporters.onnx import export_onnx, to_fp16
 from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.latency_models.cache import MeasurementCache
-from edgekd.runtime import backend_for
+from edgekd.runtime import backend_for, measure_against
+from edgekd.runtime.protocol import Interleaved, settings_of, to_measurement
+
+
+def reference_arch(input_shape: tuple[int, ...]) -> ArchSpec:
+    """The fixed reference model the interleaved protocol times candidates against, for inputs of ``input_shape``:
+    a small MobileNet-like network in the middle of the students' range."""
+    c, h, _ = input_shape
+    blocks = (BlockSpec("mbconv", 3, 16, 1, 3), BlockSpec("mbconv", 3, 24, 2, 3), BlockSpec("mbconv", 5, 40, 2, 3),
+              BlockSpec("mbconv", 3, 80, 1, 6))
+    return ArchSpec(resolution=h, in_channels=c, num_classes=10, stem_channels=16, blocks=blocks, head_channels=256,
+                    stem_stride=2 if h >= 64 else 1, name="reference")
 
 
 class MeasuredLatency:
-    """LatencyModel of a measurable device: export each architecture to ONNX and time it, caching on disk."""
+    """LatencyModel of a measurable device: export each architecture to ONNX and time it, caching on disk.
+
+    With the ``interleaved`` protocol each model is timed against ``reference_arch`` (its calibrated latency
+    measured once per device and cached), and the session tracks the reference's own speed: a measurement
+    during which it moved beyond the device's ``drift_bound`` is redone once (``redone`` counts them)."""
 
     def __init__(self, device: NamedDevice, cache_path: Path) -> None:
         self.device = device
         self.backend = backend_for(device)
         self.cache = MeasurementCache(cache_path)
+        self.folder = cache_path.parent
+        self.session_reference: list[float] = []
+        """Raw reference medians of this session's interleaved measurements."""
+        self.redone = 0
+
+    @property
+    def protocol(self) -> MeasurementProtocol:
+        return self.device.spec.protocol
 
     def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Measurement:
         """Time any module (a torchvision teacher, say) on this device; not cached."""
@@ -31,7 +56,8 @@ class MeasuredLatency:
             return self.measure_onnx(export_onnx(model, input_shape, Path(tmp) / "model.onnx"), input_shape)
 
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
-        return self.backend.measure_onnx(path, input_shape)
+        """Time the ONNX file at ``path`` with the device's protocol; not cached."""
+        return self._measure_files([path], input_shape)[0]
 
     def measure(self, spec: ArchSpec) -> Measurement:
         """The cached measurement of ``spec``, measuring it first if needed."""
@@ -41,18 +67,75 @@ class MeasuredLatency:
         """Measurements of ``specs``: cached ones reused, the rest measured together and cached."""
         key = self.device.fingerprint
         found = {s.id: self.cache.get(s.id, key, self.backend.runtime) for s in specs}
-        todo = list({s.id: s for s in specs if found[s.id] is None}.values())
+        todo = [s for s in specs if found[s.id] is None]
         if todo:
-            with scratch_dir("lat") as tmp:
-                paths = [self._export(s, Path(tmp)) for s in todo]
-                if hasattr(self.backend, "measure_many"):
-                    measured = self.backend.measure_many(paths)
-                else:
-                    measured = [self.backend.measure_onnx(p, s.input_shape) for p, s in zip(paths, todo, strict=True)]
-            for s, m in zip(todo, measured, strict=True):
-                self.cache.put(s.id, key, m)
-                found[s.id] = m
+            found |= {s.id: m for s, m in zip(todo, self.remeasure(todo), strict=True)}
         return [found[s.id] for s in specs]
+
+    def remeasure(self, specs: list[ArchSpec], precision: float | None = None,
+                  budget_s: float | None = None) -> list[Measurement]:
+        """``specs`` measured again (to ``precision`` within ``budget_s`` when given), replacing the cached ones."""
+        changes = {k: v for k, v in (("precision", precision), ("budget_s", budget_s)) if v is not None}
+        protocol = self.protocol.model_copy(update=changes)
+        out: dict[str, Measurement] = {}
+        for shape in {s.input_shape for s in specs}:
+            group = list({s.id: s for s in specs if s.input_shape == shape}.values())
+            with scratch_dir("lat") as tmp:
+                measured = self._measure_files([self._export(s, Path(tmp)) for s in group], shape, protocol)
+            for s, m in zip(group, measured, strict=True):
+                self.cache.put(s.id, self.device.fingerprint, m)
+                out[s.id] = m
+        return [out[s.id] for s in specs]
+
+    def _measure_files(self, paths: list[Path], input_shape: tuple[int, ...],
+                       protocol: MeasurementProtocol | None = None) -> list[Measurement]:
+        protocol = protocol or self.protocol
+        if protocol.kind == "median":
+            if hasattr(self.backend, "measure_many"):
+                return self.backend.measure_many(paths)
+            return [self.backend.measure_onnx(p, input_shape) for p in paths]
+        reference, reference_ms = self.reference(input_shape)
+        settings = settings_of(protocol)
+        results = measure_against(self.backend, paths, reference, input_shape, settings)
+        redone = [0] * len(paths)
+        for i, path in enumerate(paths):
+            if self._drifted(results[i], protocol.drift_bound):
+                self.redone += 1
+                redone[i] = 1
+                again = measure_against(self.backend, [path], reference, input_shape, settings)[0]
+                results[i] = min(results[i], again, key=lambda r: (self._drifted(r, protocol.drift_bound),
+                                                                   r.half_width))
+            self.session_reference.append(results[i].reference_ms)
+        s = self.device.spec
+        affinity = sorted(s.affinity) if getattr(s, "affinity", None) else None
+        return [to_measurement(r, reference_ms, s.threads, s.batch_size, self.backend.runtime, affinity, n)
+                for r, n in zip(results, redone, strict=True)]
+
+    def _drifted(self, result: Interleaved, bound: float) -> bool:
+        """Whether the reference moved beyond ``bound`` during ``result``, or away from this session's level."""
+        if result.reference_cv > bound:
+            return True
+        if len(self.session_reference) < 3:
+            return False
+        level = float(np.median(self.session_reference))
+        return abs(result.reference_ms / level - 1) > bound
+
+    def reference(self, input_shape: tuple[int, ...]) -> tuple[Path, float]:
+        """The reference model's file for ``input_shape`` and its calibrated latency on this device (timed alone
+        once, ``median`` protocol, then cached)."""
+        spec = reference_arch(input_shape)
+        path = self.folder / "references" / f"{spec.id}-{getattr(self.device.spec, 'variant', 'fp32')}.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # renamed whole: never read half-written
+                os.replace(self._export(spec, Path(tmp)), path)
+        key = self.device.fingerprint
+        calibrated = self.cache.get(f"reference:{spec.id}", key, self.backend.runtime)
+        if calibrated is None:
+            alone = self.protocol.model_copy(update={"kind": "median"})
+            calibrated = self._measure_files([path], input_shape, alone)[0]
+            self.cache.put(f"reference:{spec.id}", key, calibrated)
+        return path, calibrated.median_ms
 
     def _export(self, spec: ArchSpec, folder: Path) -> Path:
         """The ONNX file timed for ``spec``: fp32, or the device entry's fp16 / int8 variant of it."""

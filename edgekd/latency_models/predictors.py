@@ -30,6 +30,7 @@ import numpy as np
 from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import PredictorDevice
 from edgekd.core.errors import ConfigError
+from edgekd.core.measurement import Measurement
 from edgekd.core.registry import Registry
 from edgekd.latency_models import PREDICTING, CheckRows, PredictingKind
 from edgekd.latency_models.features import FEATURE_NAMES, features, mparams, total_mmacs
@@ -42,8 +43,9 @@ class PredictorKind:
     """How a kind of predictor predicts from its parameters and, where it can, fits them."""
 
     predict: Callable[[Predictor, list[ArchSpec]], np.ndarray]
-    fit: Callable[[list[ArchSpec], np.ndarray], dict[str, Any]] | None = None
-    """Parameters from (architectures, measured ms) alone; None where a kind needs more (``blocks``, its table)."""
+    fit: Callable[[list[ArchSpec], np.ndarray, np.ndarray], dict[str, Any]] | None = None
+    """Parameters from (architectures, measured ms, per-measurement weights) alone; None where a kind needs more
+    (``blocks``, its table)."""
 
 
 PREDICTOR_KINDS: Registry[PredictorKind] = Registry("predictor_kinds", "predictor kind")
@@ -125,8 +127,20 @@ MIN_FIT = 10
 """Fewest measured architectures a predictor is fitted on."""
 
 
-def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None) -> Predictor:
-    """Fit a ``kind`` predictor on (architecture, measured latency in ms) pairs."""
+def interval_weights(measurements: list[Measurement], floor: float = 0.01) -> np.ndarray:
+    """Weights of measurements for fitting, 1 / (relative half-width of the interval)², the half-width floored
+    at ``floor``, scaled to mean 1; equal weights where a measurement has no interval (``median`` protocol)."""
+    if any(m.low_ms is None or m.high_ms is None for m in measurements):
+        return np.ones(len(measurements))
+    half = np.array([(m.high_ms - m.low_ms) / (2 * m.median_ms) for m in measurements])
+    w = 1 / np.maximum(half, floor) ** 2
+    return w / w.mean()
+
+
+def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None,
+                  weights: np.ndarray | None = None) -> Predictor:
+    """Fit a ``kind`` predictor on (architecture, measured latency in ms) pairs, each weighted by ``weights``
+    (equal by default; ``interval_weights`` trusts precise measurements more)."""
     fit = PREDICTOR_KINDS.get(kind).fit
     if fit is None:
         raise ConfigError(f"a {kind} predictor is not fitted from measured architectures alone")
@@ -134,24 +148,27 @@ def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str
         raise ConfigError(f"fitting a predictor needs at least {MIN_FIT} measured architectures, got {len(pairs)}")
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
     meta = {**(meta or {}), "fitted_on": len(pairs), "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "features": list(FEATURE_NAMES)}
-    return Predictor(kind, fit(specs, y), meta)
+            "features": list(FEATURE_NAMES), "weighted": weights is not None}
+    return Predictor(kind, fit(specs, y, w), meta)
 
 
 def _flops_inputs(specs: list[ArchSpec]) -> np.ndarray:
     return np.array([[total_mmacs(s), mparams(s), 1.0] for s in specs])
 
 
-def _fit_flops(specs: list[ArchSpec], y: np.ndarray) -> dict[str, Any]:
-    coef, *_ = np.linalg.lstsq(_flops_inputs(specs), y, rcond=None)
+def _fit_flops(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    root = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(_flops_inputs(specs) * root[:, None], y * root, rcond=None)
     return {"coef": coef.tolist(), "inputs": ["mmacs", "mparams", "1"]}
 
 
-def _fit_lut(specs: list[ArchSpec], y: np.ndarray) -> dict[str, Any]:
+def _fit_lut(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
     from scipy.optimize import nnls
 
-    coef, _ = nnls(_lut_design(np.array([features(s) for s in specs])), y)
+    root = np.sqrt(w)
+    coef, _ = nnls(_lut_design(np.array([features(s) for s in specs])) * root[:, None], y * root)
     return {"coef": coef.tolist()}
 
 
@@ -166,7 +183,7 @@ PREDICTOR_KINDS.add("flops", PredictorKind(lambda p, specs: _flops_inputs(specs)
 PREDICTOR_KINDS.add("lut", PredictorKind(
     lambda p, specs: _lut_design(p.features(specs)) @ np.asarray(p.params["coef"]), _fit_lut))
 PREDICTOR_KINDS.add("learned", PredictorKind(
-    _predict_learned, lambda specs, y: _fit_trees(np.array([features(s) for s in specs]), np.log(y))))
+    _predict_learned, lambda specs, y, w: _fit_trees(np.array([features(s) for s in specs]), np.log(y), w)))
 PREDICTOR_KINDS.add("blocks", PredictorKind(
     lambda p, specs: np.array([_block_table_estimate(p.params, s) for s in specs])))
 
@@ -216,11 +233,11 @@ def _lut_design(x: np.ndarray) -> np.ndarray:
     return np.hstack([x[:, :-1], np.ones((len(x), 1))])
 
 
-def _fit_trees(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def _fit_trees(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
     from sklearn.ensemble import GradientBoostingRegressor
 
     model = GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,
-                                      random_state=0).fit(x, y)
+                                      random_state=0).fit(x, y, sample_weight=w)
     trees = []
     for est in model.estimators_[:, 0]:
         t = est.tree_

@@ -32,6 +32,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
 
 
+def latency_cache() -> Path:
+    """The measurement cache every command shares (SQLite)."""
+    return cache_dir() / "latency.sqlite"
+
+
 @dataclass
 class RunContext:
     cfg: RunConfig

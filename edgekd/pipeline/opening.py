@@ -10,7 +10,7 @@ from edgekd.core.ui import console
 from edgekd.data import Data, load_data
 from edgekd.exporters import get_format
 from edgekd.latency_models import make_latency_model
-from edgekd.pipeline.context import RunContext, cache_dir
+from edgekd.pipeline.context import RunContext, latency_cache
 from edgekd.pipeline.search.evaluation import evaluator_kind
 from edgekd.pipeline.search.storage import check_storage
 from edgekd.spaces import space_preset
@@ -59,5 +59,5 @@ def open_run(cfg: RunConfig, runs_root: Path, worker: int | None = None) -> RunC
         write_json(config_path(run_dir), cfg.public_dump())
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
-    latency = make_latency_model(device, cache_dir() / "latency.sqlite")
+    latency = make_latency_model(device, latency_cache())
     return RunContext(cfg, run_dir, data, device, latency, training_runtime(cfg, data, worker))

@@ -18,6 +18,7 @@ from edgekd.core.arch import ArchSpec
 from edgekd.core.config import write_json
 from edgekd.core.devices import get_device
 from edgekd.core.errors import ConfigError
+from edgekd.core.measurement import Measurement
 from edgekd.core.ui import progress
 from edgekd.data import load_data
 from edgekd.latency_models.measured import MeasuredLatency
@@ -29,8 +30,9 @@ from edgekd.latency_models.predictors import (
     fit_block_table,
     fit_kinds,
     fit_predictor,
+    interval_weights,
 )
-from edgekd.pipeline.context import cache_dir
+from edgekd.pipeline.context import latency_cache
 from edgekd.spaces import SearchSpace, make_space
 
 
@@ -49,10 +51,10 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
 
 def measure_all(
     latency: MeasuredLatency, specs: list[ArchSpec], what: str, chunk: int = 100
-) -> tuple[list[float], float]:
-    """Median latency of every spec, measured in chunks (each cached as it completes, so an interrupted
-    profile resumes), and the seconds per fresh measurement including its ONNX export."""
-    out: list[float] = []
+) -> tuple[list[Measurement], float]:
+    """The measurement of every spec, in chunks (each cached as it completes, so an interrupted profile
+    resumes), and the seconds per fresh measurement including its ONNX export."""
+    out: list[Measurement] = []
     fresh, spent = 0, 0.0
     with progress(what, len(specs)) as bar:
         for start in range(0, len(specs), chunk):
@@ -60,7 +62,7 @@ def measure_all(
             new = sum(latency.cache.get(s.id, latency.device.fingerprint, latency.backend.runtime) is None
                       for s in part)
             t = time.perf_counter()
-            out += latency.latency_many(part)
+            out += latency.measure_many(part)
             if new:
                 fresh, spent = fresh + new, spent + time.perf_counter() - t
             bar(advance=len(part))
@@ -76,12 +78,13 @@ def accuracy_report(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
 
 def evaluate_predictors(
     train: list[tuple[ArchSpec, float]], heldout: list[tuple[ArchSpec, float]], meta: dict[str, Any],
-    extra: dict[str, Predictor] | None = None,
+    extra: dict[str, Predictor] | None = None, weights: np.ndarray | None = None,
 ) -> tuple[dict[str, Predictor], dict[str, dict[str, float]]]:
-    """Fit every kind on ``train`` (plus the ready ``extra`` ones); accuracy and prediction cost on ``heldout``."""
+    """Fit every kind on ``train`` (each pair weighted by ``weights``; plus the ready ``extra`` ones); accuracy
+    and prediction cost on ``heldout``."""
     measured = np.array([ms for _, ms in heldout])
     specs = [s for s, _ in heldout]
-    fitted = {kind: fit_predictor(kind, train, meta) for kind in fit_kinds()} | (extra or {})
+    fitted = {kind: fit_predictor(kind, train, meta, weights) for kind in fit_kinds()} | (extra or {})
     rows = {}
     for kind, p in fitted.items():
         start = time.perf_counter()
@@ -89,6 +92,13 @@ def evaluate_predictors(
         per_arch = (time.perf_counter() - start) / len(specs)
         rows[kind] = {**accuracy_report(predicted, measured), "predict_s_per_arch": per_arch}
     return fitted, rows
+
+
+def measurement_ceiling(latency: MeasuredLatency, specs: list[ArchSpec], first: list[float]) -> dict[str, float]:
+    """How well a second measurement of ``specs`` agrees with the first (``first``): no predictor can agree with
+    the measurements better than they agree with themselves."""
+    second = np.array([m.median_ms for m in latency.remeasure(specs)])
+    return accuracy_report(second, np.asarray(first))
 
 
 def reference_choices(space: SearchSpace) -> dict[str, Any]:
@@ -106,8 +116,8 @@ def profile_device(
         raise ConfigError(f"profiling needs at least {MIN_FIT} architectures to fit on and 2 held out, "
                           f"got {n_train} and {n_heldout}")
     specs = sample_archs(space, n_train + n_heldout, seed)
-    ms, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
-    pairs = list(zip(specs, ms, strict=True))
+    measurements, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
+    pairs = [(spec, m.median_ms) for spec, m in zip(specs, measurements, strict=True)]
     meta = {"device": latency.device.name, "device_fingerprint": latency.device.fingerprint,
             "runtime": latency.backend.runtime, "space": space.describe()}
     extra = {}
@@ -115,15 +125,19 @@ def profile_device(
         reference = reference_choices(space)
         table = [spec for _, _, spec in block_table_archs(space, reference)]
         table_ms, _ = measure_all(latency, table, f"block table on {latency.device.name}")
-        extra["blocks"] = fit_block_table(space, reference, table_ms, pairs[:n_train], meta)
-    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta, extra)
+        extra["blocks"] = fit_block_table(space, reference, [m.median_ms for m in table_ms], pairs[:n_train], meta)
+    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta, extra,
+                                       interval_weights(measurements[:n_train]))
+    ceiling = measurement_ceiling(latency, specs[n_train:], [ms for _, ms in pairs[n_train:]])
     for row in rows.values():
         row["measure_s_per_arch"] = measure_s
         row["speedup"] = measure_s / row["predict_s_per_arch"] if measure_s == measure_s else None
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {k: str(p.save(out_dir / f"{latency.device.name}-{k}.json")) for k, p in fitted.items()}
     report = {"device": latency.device.name, "n_train": n_train, "n_heldout": len(pairs) - n_train,
-              "chosen": kind, "chosen_file": files[kind], "files": files, "predictors": rows}
+              "chosen": kind, "chosen_file": files[kind], "files": files, "predictors": rows,
+              "protocol": latency.protocol.model_dump(), "measurement_ceiling": ceiling,
+              "redone_for_drift": latency.redone}
     write_json(out_dir / f"{latency.device.name}-profile.json", report)
     return report
 
@@ -136,6 +150,6 @@ def profile(device: str, devices_file: Path | None, archs: int, heldout: int, ki
         raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks)")
     d = load_data(data, seed, resolution)
     c, res, _ = d.input_shape
-    latency = MeasuredLatency(get_device(device, devices_file), cache_dir() / "latency.sqlite")
+    latency = MeasuredLatency(get_device(device, devices_file), latency_cache())
     return profile_device(latency, make_space(space, res, c, d.num_classes, space_width), archs, heldout, kind,
                           out, seed, blocks)

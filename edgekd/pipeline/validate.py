@@ -20,9 +20,9 @@ from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.data import SplitArray
 from edgekd.exporters import Runner, get_format
-from edgekd.pipeline.context import RunContext
+from edgekd.latency_models.measured import MeasuredLatency
+from edgekd.pipeline.context import RunContext, latency_cache
 from edgekd.pipeline.distill import Student
-from edgekd.runtime import backend_for
 from edgekd.runtime.timing import time_runner
 from edgekd.runtime.trtexec import Trtexec, board_of
 from edgekd.train import predict_logits
@@ -109,20 +109,21 @@ def check_format(
 
 
 def validate_artifact(
-    fmt: str, path: Path, images: np.ndarray | SplitArray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice
+    fmt: str, path: Path, images: np.ndarray | SplitArray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice,
+    cache_path: Path,
 ) -> FormatReport:
     """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
 
-    ONNX files are timed by the device's own backend (fresh processes here, the board for ssh, the phone for
-    adb), as the search timed candidates, and TensorRT engines of ssh devices by trtexec on the board; other
-    artifacts, or ONNX files for a predictor device, are timed in this process on this host
-    (``latency_where`` says which).
+    ONNX files are timed on the device with its protocol (fresh processes here, the board for ssh, the phone for
+    adb; against the reference cached in ``cache_path`` when interleaved), as the search timed candidates, and
+    TensorRT engines of ssh devices by trtexec on the board; other artifacts, or ONNX files for a predictor
+    device, are timed in this process on this host (``latency_where`` says which).
     """
     spec, d = get_format(fmt), device.spec
     run = spec.open(path, device)
     metrics = compare(run_batched(run, images), ref, labels)
     if path.suffix == ".onnx" and device.measurable:
-        m, where = backend_for(device).measure_onnx(path, images.shape[1:]), device.name
+        m, where = MeasuredLatency(device, cache_path).measure_onnx(path, images.shape[1:]), device.name
     elif path.suffix == ".plan" and (board := board_of(device)):
         m, where = Trtexec(board).measure(path, images.shape[1:]), device.name
     else:
@@ -146,7 +147,7 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> Va
     formats = {}
     for fmt, path in exported.items():
         try:
-            f = validate_artifact(fmt, path, images, ref, labels, ctx.device)
+            f = validate_artifact(fmt, path, images, ref, labels, ctx.device, latency_cache())
         except EdgeKDError:
             raise
         except Exception as exc:  # a runtime's own error types for a file it cannot load (truncated, corrupt)

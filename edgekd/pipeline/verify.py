@@ -24,6 +24,7 @@ from edgekd.core.config import ExportConfig
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import BundleError, ValidationFailed
 from edgekd.core.scratch import scratch_dir
+from edgekd.pipeline.context import latency_cache
 from edgekd.pipeline.package import Manifest, sha256
 from edgekd.pipeline.trust import check_digest, check_signature
 from edgekd.pipeline.validate import TIMED_AS_SEARCHED, check_format, validate_artifact
@@ -111,7 +112,7 @@ def verify(bundle: Path, device: NamedDevice, max_latency_drift: float | None = 
         for fmt, bundled in manifest.models.items():
             try:
                 f = validate_artifact(fmt, root / bundled.file, sample["images"], sample["pytorch_logits"],
-                                      sample["labels"], device)
+                                      sample["labels"], device, latency_cache())
             except (RuntimeError, ValueError) as exc:  # the runtime rejects the model or its input
                 raise BundleError(f"{bundled.file} does not run on the reference input: {exc}") from exc
             recorded = bundled.latency_ms if same_device else None

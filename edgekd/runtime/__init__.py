@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from edgekd.core.errors import DeviceError
 from edgekd.core.registry import Registry
+from edgekd.runtime.protocol import Interleaved, Sampler, Settings, interleave_each
 
 if TYPE_CHECKING:  # the measuring process (ort_bench) stays free of pydantic models and torch
     from edgekd.core.devices import DeviceEntry, NamedDevice
@@ -16,11 +17,17 @@ if TYPE_CHECKING:  # the measuring process (ort_bench) stays free of pydantic mo
 
 
 class Backend(Protocol):
-    """How one device kind times an ONNX file, and says whether it is ready."""
+    """How one device kind times an ONNX file, and says whether it is ready.
+
+    ``measure_against(paths, reference, input_shape, settings) -> list[Interleaved]`` (the interleaved protocol)
+    and ``conditions() -> dict[str, str]`` (load, governor, temperature) are optional: without them a backend's
+    models are interleaved run by run of ``measure_onnx`` and its conditions are unknown."""
 
     runtime: str
 
-    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement: ...
+    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
+        """The model timed alone (the ``median`` protocol)."""
+        ...
 
     def check(self) -> list[tuple[str, bool, str]]: ...
 
@@ -36,3 +43,22 @@ def backend_for(device: NamedDevice) -> Backend:
     if not device.measurable:
         raise DeviceError(f"device {device.name!r} is a {device.spec.kind}: it predicts latency and cannot measure it")
     return BACKENDS.get(device.spec.kind)(device.spec)
+
+
+def measure_against(backend: Backend, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
+                    settings: Settings) -> list[Interleaved]:
+    """Each model timed interleaved with ``reference`` on ``backend``: its own way where it has one."""
+    own = getattr(backend, "measure_against", None)
+    if own is not None:
+        return own(paths, reference, input_shape, settings)
+
+    def sampler(path: Path) -> Sampler:
+        return lambda: backend.measure_onnx(path, input_shape).median_ms
+
+    return interleave_each([sampler(p) for p in paths], sampler(reference), settings)
+
+
+def device_conditions(backend: Backend) -> dict[str, str]:
+    """The device's state as ``backend`` reads it (empty where it cannot)."""
+    own = getattr(backend, "conditions", None)
+    return own() if own is not None else {}

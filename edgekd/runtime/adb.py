@@ -17,6 +17,8 @@ from edgekd.core.devices import AdbDevice
 from edgekd.core.errors import DeviceError
 from edgekd.core.measurement import Measurement
 from edgekd.runtime import BACKENDS
+from edgekd.runtime.conditions import CONDITIONS_SCRIPT, parse_conditions
+from edgekd.runtime.protocol import Interleaved, Sampler, Settings, interleave_each
 
 _SECONDS = {"s": 1e3, "sec": 1e3, "ms": 1.0, "us": 1e-3}
 
@@ -83,20 +85,45 @@ class AdbBackend:
                     f"--warmup_runs={s.warmup}")
         return f"{shlex.quote(s.binary)} {args}"
 
-    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
+    def _push(self, path: Path) -> str:
+        """Push the model to the phone; its path there."""
         s = self.spec
         if s.tool == "benchmark_model" and path.suffix != ".tflite":
             raise DeviceError("benchmark_model runs .tflite models; use tool onnxruntime_perf_test for ONNX")
         remote = f"{s.remote_dir.rstrip('/')}/{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}{path.suffix}"
         self._adb("shell", f"mkdir -p {shlex.quote(s.remote_dir)}")
         self._adb("push", str(path), remote)
-        median, low, high = PARSERS[s.tool](self._adb("shell", self.command(remote)))
+        return remote
+
+    def _run_tool(self, remote: str) -> tuple[float, float | None, float | None]:
+        return PARSERS[self.spec.tool](self._adb("shell", self.command(remote)))
+
+    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
+        s = self.spec
+        median, low, high = self._run_tool(self._push(path))
         return Measurement(median, low or median, high or median, s.repeats, s.threads, s.batch_size, self.runtime)
 
+    def measure_against(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
+                        settings: Settings) -> list[Interleaved]:
+        """Each model's tool run alternately with the reference's on the phone, until the precision or budget."""
+        def sampler(path: Path) -> Sampler:
+            remote = self._push(path)
+            return lambda: self._run_tool(remote)[0]
+
+        return interleave_each([sampler(p) for p in paths], sampler(reference), settings)
+
+    def conditions(self) -> dict[str, str]:
+        return parse_conditions(self._adb("shell", CONDITIONS_SCRIPT))
+
     def check(self) -> list[tuple[str, bool, str]]:
+        binary = self.spec.binary
         try:
             state = self._adb("get-state").strip()
-            found = self._adb("shell", f"ls {shlex.quote(self.spec.binary)}").strip()
         except DeviceError as exc:
             return [("adb", False, str(exc))]
-        return [("adb", state == "device", state), ("benchmark binary", bool(found), found)]
+        try:
+            found = self._adb("shell", f"ls {shlex.quote(binary)}").strip()
+        except DeviceError:
+            found = ""
+        missing = f"{binary} is not on the phone: `adb push {self.spec.tool} {binary}` (the tool built for the phone)"
+        return [("adb", state == "device", state), ("benchmark binary", bool(found), found or missing)]

@@ -23,7 +23,9 @@ from edgekd.core.devices import LocalDevice
 from edgekd.core.errors import DeviceError
 from edgekd.core.measurement import Measurement
 from edgekd.runtime import BACKENDS
+from edgekd.runtime.conditions import local_conditions
 from edgekd.runtime.ort import check_provider, has_provider, onnxruntime_version
+from edgekd.runtime.protocol import Interleaved, Settings
 
 TIMEOUT_S = 3600
 
@@ -34,18 +36,29 @@ class LocalBackend:
         self.spec = spec
         self.runtime = onnxruntime_version(spec.provider)
 
-    def _one_process(self, paths: list[Path]) -> list[Measurement]:
+    def _ort_bench(self, paths: list[Path], *options: str) -> list[dict]:
+        """The JSON lines of one fresh ``ort_bench`` process over ``paths``."""
         s = self.spec
         check_provider(s.provider)
         cmd = [sys.executable, "-m", "edgekd.runtime.ort_bench", *map(str, paths), "--threads",
                str(s.threads), "--warmup", str(s.warmup), "--repeats", str(s.repeats), "--batch", str(s.batch_size),
-               "--provider", s.provider]
+               "--provider", s.provider, *options]
         if s.affinity:
             cmd += ["--affinity", ",".join(map(str, s.affinity))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
         if proc.returncode != 0:
             raise DeviceError(f"measuring on this host failed: {' | '.join(proc.stderr.strip().splitlines()[-2:])}")
-        return [Measurement(**json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("{")]
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+    def _one_process(self, paths: list[Path]) -> list[Measurement]:
+        return [Measurement(**m) for m in self._ort_bench(paths)]
+
+    def measure_against(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
+                        settings: Settings) -> list[Interleaved]:
+        """Each model timed interleaved with ``reference``, in one fresh process."""
+        found = self._ort_bench(paths, "--reference", str(reference), "--precision", str(settings.precision),
+                                "--budget-s", str(settings.budget_s))
+        return [Interleaved(**r) for r in found]
 
     def measure_many(self, paths: list[Path]) -> list[Measurement]:
         """One measurement per ONNX file: the best of ``processes`` fresh processes."""
@@ -58,6 +71,9 @@ class LocalBackend:
 
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
         return self.measure_many([path])[0]
+
+    def conditions(self) -> dict[str, str]:
+        return local_conditions()
 
     def check(self) -> list[tuple[str, bool, str]]:
         """(what, ok, detail) rows saying whether the device is ready."""

@@ -18,6 +18,8 @@ from edgekd.core.devices import SshDevice
 from edgekd.core.errors import DeviceError
 from edgekd.core.measurement import Measurement
 from edgekd.runtime import BACKENDS
+from edgekd.runtime.conditions import CONDITIONS_SCRIPT, parse_conditions
+from edgekd.runtime.protocol import Interleaved, Sampler, Settings, interleave_each
 
 UNIT_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
 
@@ -78,16 +80,29 @@ class SshBackend:
                   f"fetching {remote}")
         return local
 
-    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
-        """Copy the model over, run the entry's command on it, parse its latency."""
+    def _sampler(self, path: Path, input_shape: tuple[int, ...]) -> Sampler:
+        """Copy the model over; each call runs the entry's command on it and parses its latency."""
         s = self.spec
         remote = self.upload(path)
         shape = "x".join(map(str, (s.batch_size, *input_shape)))
         command = s.command.format(model=shlex.quote(remote), warmup=s.warmup, repeats=s.repeats,
                                    threads=s.threads, batch=s.batch_size, shape=shape)
-        out = self.ssh(command, "the benchmark command")
-        ms = parse_latency(out, s.pattern, s.unit)
+        return lambda: parse_latency(self.ssh(command, "the benchmark command"), s.pattern, s.unit)
+
+    def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
+        """One run of the entry's command on the model."""
+        s = self.spec
+        ms = self._sampler(path, input_shape)()
         return Measurement(ms, ms, ms, s.repeats, s.threads, s.batch_size, self.runtime)
+
+    def measure_against(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
+                        settings: Settings) -> list[Interleaved]:
+        """Each model's command run alternately with the reference's, until the precision or the budget."""
+        return interleave_each([self._sampler(p, input_shape) for p in paths], self._sampler(reference, input_shape),
+                               settings)
+
+    def conditions(self) -> dict[str, str]:
+        return parse_conditions(self.ssh(CONDITIONS_SCRIPT, "reading the board's state"))
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Whether the board answers and has the entry's benchmark binary (and its trtexec, where the entry

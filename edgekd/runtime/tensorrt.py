@@ -9,6 +9,7 @@ GPU every entry point raises DeviceError naming what is missing.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from edgekd.core.errors import DeviceError
 from edgekd.core.measurement import Measurement
 from edgekd.core.scratch import scratch_dir
 from edgekd.runtime import BACKENDS
+from edgekd.runtime.conditions import local_conditions
 from edgekd.runtime.ort import INPUT_NAME, OUTPUT_NAME, Runner
+from edgekd.runtime.protocol import Interleaved, Settings, block_sampler, calls_per_block, interleave_each
 from edgekd.runtime.timing import time_runner
 from edgekd.runtime.trtexec import MAX_BATCH, Trtexec, board_of
 
@@ -123,6 +126,28 @@ class TensorRTBackend:
         with scratch_dir("trt") as tmp:
             engine = build_engine(path, Path(tmp) / "model.plan", input_shape, s.precision)
             return time_runner(open_engine(engine), input_shape, s.warmup, s.repeats, 1, self.runtime, s.batch_size)
+
+    def measure_against(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
+                        settings: Settings) -> list[Interleaved]:
+        """Each model's engine timed interleaved with the reference's engine on the GPU."""
+        s = self.spec
+        x = np.random.default_rng(0).standard_normal((s.batch_size, *input_shape), dtype=np.float32)
+        with scratch_dir("trt") as tmp:
+            samplers = []
+            for i, path in enumerate([reference, *paths]):
+                run = open_engine(build_engine(path, Path(tmp) / f"{i}.plan", input_shape, s.precision))
+                samplers.append(block_sampler(run, x, calls_per_block(run, x, s.warmup)))
+            return interleave_each(samplers[1:], samplers[0], settings)
+
+    def conditions(self) -> dict[str, str]:
+        """This host's state; the GPU's temperature and clock where nvidia-smi is installed."""
+        found = local_conditions()
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=temperature.gpu,clocks.sm", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip().splitlines()
+        except (OSError, subprocess.TimeoutExpired):
+            gpu = []
+        return found | ({"GPU temperature, clock": gpu[0]} if gpu else {})
 
     def check(self) -> list[tuple[str, bool, str]]:
         try:

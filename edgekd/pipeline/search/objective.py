@@ -23,11 +23,13 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial
 
+from edgekd.core.arch import ArchSpec
 from edgekd.core.config import KDConfig, RunConfig, write_json
 from edgekd.core.ui import console, progress
 from edgekd.evaluators import Evaluator
 from edgekd.latency_models import LatencyModel
 from edgekd.latency_models.flops import spec_macs_params
+from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.records import SearchResult, best_line, leaderboard, result_of, write_results
 from edgekd.pipeline.search.storage import (
@@ -93,10 +95,11 @@ class TrialObjective:
         spec = self.space.decode({n: trial.suggest_categorical(n, v) for n, v in self.space.choices.items()})
         kd = self.kd_of(trial)
         mmacs, mparams = spec_macs_params(spec)
-        metrics = {"latency_ms": self.latency.latency_ms(spec), "mmacs": mmacs, "mparams": mparams}
+        latency = self._latency(spec)
+        metrics = {"latency_ms": latency.pop("latency_ms"), "mmacs": mmacs, "mparams": mparams}
         key = eval_key(self.cfg, spec.id, kd)
-        attrs: dict[str, Any] = {**metrics, "arch_id": spec.id, "arch": spec.to_dict(), "kd": kd.model_dump(),
-                                 "eval_key": key}
+        attrs: dict[str, Any] = {**metrics, **latency, "arch_id": spec.id, "arch": spec.to_dict(),
+                                 "kd": kd.model_dump(), "eval_key": key}
         pareto = len(trial.study.directions) == 2
         curve: list[float] = []
 
@@ -105,7 +108,11 @@ class TrialObjective:
                 return
             curve.append(acc)
             value = self.reward(acc, metrics)
-            self._store(trial, attrs | {"acc": acc, "reward": value, "acc_curve": curve, "epochs": epoch})
+            interval = {}
+            if "latency_low_ms" in attrs and self.reward.metric == "latency_ms":
+                interval["reward_interval"] = [self.reward(acc, metrics | {"latency_ms": attrs[f"latency_{end}_ms"]})
+                                               for end in ("high", "low")]
+            self._store(trial, attrs | interval | {"acc": acc, "reward": value, "acc_curve": curve, "epochs": epoch})
             if pareto:  # Optuna's pruners work on single-objective studies only
                 return
             trial.report(value, epoch)
@@ -122,6 +129,21 @@ class TrialObjective:
             self.evaluator.evaluate(spec, report=report, kd=kd)
         acc = curve[-1]
         return (acc, metrics[self.reward.metric]) if pareto else self.reward(acc, metrics)
+
+    def _latency(self, spec: ArchSpec) -> dict[str, Any]:
+        """``latency_ms`` of ``spec`` and, when measured with an interval, the interval; a measurement whose
+        interval straddles the latency target is measured again to half the precision before the reward uses it
+        (``remeasured``)."""
+        if not isinstance(self.latency, MeasuredLatency):
+            return {"latency_ms": self.latency.latency_ms(spec)}
+        m, out = self.latency.measure(spec), {}
+        if self.reward.metric == "latency_ms" and m.straddles(self.reward.target):
+            m = self.latency.remeasure([spec], self.latency.protocol.precision / 2,
+                                       2 * self.latency.protocol.budget_s)[0]
+            out["remeasured"] = True
+        if m.low_ms is not None and m.high_ms is not None:
+            out |= {"latency_low_ms": m.low_ms, "latency_high_ms": m.high_ms}
+        return out | {"latency_ms": m.median_ms}
 
     @staticmethod
     def _store(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
