@@ -186,7 +186,7 @@ def board(sshd, tmp_path):
             remote_dir=str(tmp_path / "remote"), warmup=2, repeats=10,
             command=f"{sys.executable} -m edgekd.runtime.ort_bench {{model}} --threads {{threads}} "
                     f"--warmup {{warmup}} --repeats {{repeats}}",
-            pattern=r"median_ms=([0-9.]+)",
+            pattern=r"median_ms=([0-9.]+)", protocol=MeasurementProtocol(budget_s=1),
         )
         return NamedDevice(name="board", spec=SshDevice(**(fields | changes)))
 

@@ -49,6 +49,9 @@ class FormatReport(TypedDict, total=False):
     latency_ms: float
     latency_p10_ms: float
     latency_p90_ms: float
+    """The latency's interval: its 95% interval under the interleaved protocol, else the 10th-90th percentile of
+    the runs (``latency_protocol`` says which)."""
+    latency_protocol: str
     latency_where: str
     acc_drop_points: float
     max_accuracy_drop: float
@@ -131,7 +134,7 @@ def validate_artifact(
         where = "this host, in process"
     return {"file": path.name, "size_bytes": path.stat().st_size, "runtime": m.runtime, **metrics,
             "latency_ms": m.median_ms, "latency_p10_ms": m.p10_ms, "latency_p90_ms": m.p90_ms,
-            "latency_where": where}
+            "latency_protocol": m.protocol, "latency_where": where}
 
 
 def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> ValidationReport:
@@ -203,7 +206,9 @@ def report_markdown(report: ValidationReport) -> str:
         lines.append(f"Teacher top-1: {teacher['acc']:.4f}, latency {teacher['latency_ms']:.4f} ms.")
     if report["predicted_latency_ms"] is not None:
         lines.append(f"Latency model's figure for this architecture: {report['predicted_latency_ms']:.4f} ms.")
-    lines += ["", "| format | runtime | top-1 | drop (pts) | agreement | max abs logit diff | latency ms (p10-p90) "
+    lines += ["", "Latency intervals: the 95% interval where a format was timed interleaved with the reference model, "
+              "else the 10th-90th percentile of its runs.",
+              "", "| format | runtime | top-1 | drop (pts) | agreement | max abs logit diff | latency ms (interval) "
               "| speed-up vs teacher | result |", "|---|---|---|---|---|---|---|---|---|"]
     for fmt, f in report["formats"].items():
         speed = f"{f['speedup_vs_teacher']:.2f}x" if "speedup_vs_teacher" in f else "-"

@@ -33,8 +33,12 @@ Sampler = Callable[[], float]
 """One timing sample in ms (a short block of calls of one model)."""
 
 Z95 = 1.96
+TINY_MS = 1e-9
+"""Floor of a sample (a tool that prints 0 ms for a very fast model)."""
 TRIM = 0.2
 """Fraction of rounds trimmed from each end of the sorted log ratios."""
+MIN_ROUNDS_AT_BUDGET = 3
+"""Rounds taken even when the budget is spent sooner (a board's tool run can take longer than the budget)."""
 BLOCK_MS = 2.0
 """Target duration of one sample's block of calls: short, so that reference and candidate see the same host."""
 
@@ -46,6 +50,7 @@ class Settings:
     budget_s: float = 10.0
     """Time after which the measurement stops at the precision it reached."""
     min_rounds: int = 10
+    """Rounds before the precision may end a measurement (a short run can look precise by chance)."""
     max_rounds: int = 5000
 
 
@@ -77,7 +82,7 @@ class Interleaved:
 def ratio_estimate(candidate: list[float], reference: list[float]) -> tuple[float, float, float]:
     """(ratio, low, high) from interleaved samples: ``reference`` has one more sample than ``candidate`` (one
     before and one after each candidate sample)."""
-    c, r = np.log(candidate), np.log(reference)
+    c, r = np.log(np.maximum(candidate, TINY_MS)), np.log(np.maximum(reference, TINY_MS))
     logs = np.sort(c - (r[:-1] + r[1:]) / 2)
     n = len(logs)
     k = int(TRIM * n)
@@ -96,10 +101,10 @@ def interleave(candidate: Sampler, reference: Sampler, settings: Settings = Sett
         cands.append(candidate())
         refs.append(reference())
         n = len(cands)
-        if n < settings.min_rounds:
+        if n < MIN_ROUNDS_AT_BUDGET:
             continue
         ratio, low, high = ratio_estimate(cands, refs)
-        converged = (high - low) / (2 * ratio) <= settings.precision
+        converged = n >= settings.min_rounds and (high - low) / (2 * ratio) <= settings.precision
         if converged or clock() - start >= settings.budget_s or n >= settings.max_rounds:
             break
     ref = np.asarray(refs)

@@ -28,7 +28,7 @@ def test_a_model_is_copied_benchmarked_remotely_parsed_and_cached(board, tmp_pat
     latency = MeasuredLatency(device, tmp_path / "lat.sqlite")
     m = latency.measure(spec)
     assert m.median_ms > 0 and m.protocol == "interleaved" and m.runtime.startswith("ssh:")
-    assert m.low_ms <= m.median_ms <= m.high_ms and m.rounds >= 10  # its command run alternately with the reference's
+    assert m.low_ms <= m.median_ms <= m.high_ms and m.rounds >= 3  # its command run alternately with the reference's
     assert len(list((tmp_path / "remote").glob("*.onnx"))) == 2  # the model and the reference really travelled
     calls = []
     monkeypatch.setattr(SshBackend, "measure_onnx", lambda *a: calls.append(a))
