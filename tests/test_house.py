@@ -94,7 +94,7 @@ def strategy_contract(name, factory, tmp_path):
 def evaluator_contract(name, kind, tmp_path, make_tiny_config):
     cfg = make_tiny_config(resolution=16, search={  # DNA's blocks need 16 px or more
         "space": "mbv2" if kind.one_shot else "mnas", "space_width": 0.25, "evaluator": name, "trials": 2,
-        "proxy": {"epochs": 1}, "oneshot": {"train": {"epochs": 1}, "rating_images": 16}})
+        "target_mmacs": 5.0, "proxy": {"epochs": 1}, "oneshot": {"train": {"epochs": 1}, "rating_images": 16}})
     shared_teacher = tmp_path.parent / "teacher"  # trained for the first kind, copied for the others
     if shared_teacher.is_dir():
         shutil.copytree(shared_teacher, tmp_path / "runs" / cfg.name / "teacher")

@@ -35,7 +35,7 @@ def devices_check(
                                                  "search at --precision, with what to change")] = False,
     seconds: Annotated[float, typer.Option(min=1, max=3600, help="Length of the stability probe")] = 20.0,
     precision: Annotated[float | None, typer.Option(min=0.001, max=1, help="Relative precision a search needs "
-                                                          "[default: the device's protocol precision]")] = None,
+                                                          "(default: the device's protocol precision)")] = None,
     input_shape: Annotated[str, typer.Option("--input", help="Input shape CxHxW of the probe's reference "
                                                              "model")] = "3x32x32",
 ) -> None:
