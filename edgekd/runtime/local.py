@@ -2,10 +2,12 @@
 affinity pinned).
 
 On a shared 2-core virtual machine the same model's median moves between levels (0.33, 0.54, 0.63 ms seen
-for one model) as the host's state changes over seconds, within a process as well as across processes. Each
-measurement therefore runs ``processes`` fresh processes, at different moments, and keeps the lowest median
-(the least disturbed run, as timeit takes the minimum), recording every process's median. Several models
-share the same processes, so the start-up cost is paid once per batch.
+for one model) as the host's state changes over seconds, within a process as well as across processes. The
+default, interleaved protocol (``measure_against``) therefore times each model alternately with a reference in
+one fresh process (``edgekd.runtime.protocol``). The ``median`` protocol (``measure_many``) runs ``processes``
+fresh processes, at different moments, and keeps the lowest median (the least disturbed run, as timeit takes the
+minimum), recording every process's median. Several models share the same processes, so the start-up cost is
+paid once per batch.
 """
 
 from __future__ import annotations
