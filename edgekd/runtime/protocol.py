@@ -114,7 +114,8 @@ def interleave(candidate: Sampler, reference: Sampler, settings: Settings = Sett
 
 def block_sampler(run: Callable[[np.ndarray], object], x: np.ndarray, calls: int) -> Sampler:
     """A sampler of ``run(x)``: the lowest per-call time (ms) of ``calls`` calls in a row (a call interrupted by
-    another process only lengthens, so the block's minimum is its least disturbed call)."""
+    another process only lengthens, so the block's minimum is its least disturbed call; benchmarks/
+    latency_statistic.py measured it against the lower quartile, the median and the mean)."""
     def sample() -> float:
         best = math.inf
         for _ in range(calls):
