@@ -53,7 +53,7 @@ def probe_stability(latency: MeasuredLatency, input_shape: tuple[int, ...], seco
     protocol = latency.protocol
     precision = precision or protocol.precision
     reference, _ = latency.reference(input_shape)
-    settings = Settings(precision=precision / 4, budget_s=seconds / probes)  # run to the budget: see the noise
+    settings = Settings(precision=0.0, budget_s=seconds / probes)  # never converges: each probe watches its share
     found = [measure_against(latency.backend, [reference], reference, input_shape, settings)[0]
              for _ in range(probes)]
     return judge(Stability(precision, protocol.drift_bound, found, device_conditions(latency.backend)))
