@@ -22,7 +22,7 @@ from edgekd.runtime.protocol import Interleaved, settings_of, to_measurement
 
 def reference_arch(input_shape: tuple[int, ...]) -> ArchSpec:
     """The fixed reference model the interleaved protocol times candidates against, for inputs of ``input_shape``:
-    a small MobileNet-like network in the middle of the students' range."""
+    a small MobileNet-like network (what matters is that it is fixed: latencies are ratios to it)."""
     c, h, _ = input_shape
     blocks = (BlockSpec("mbconv", 3, 16, 1, 3), BlockSpec("mbconv", 3, 24, 2, 3), BlockSpec("mbconv", 5, 40, 2, 3),
               BlockSpec("mbconv", 3, 80, 1, 6))
