@@ -17,25 +17,12 @@ import argparse
 import json
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from latency_noise import SwitchingLoad
 
 STATISTICS = {"min": np.min, "p25": lambda t: np.percentile(t, 25), "median": np.median, "mean": np.mean}
-
-
-def sampler(run, x, calls: int, statistic):
-    def sample() -> float:
-        times = np.empty(calls)
-        for i in range(calls):
-            started = time.perf_counter()
-            run(x)
-            times[i] = time.perf_counter() - started
-        return float(statistic(times)) * 1e3
-
-    return sample
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
     from edgekd.latency_models.measured import reference_arch
     from edgekd.pipeline.profile import sample_archs
     from edgekd.runtime.ort import open_onnx
-    from edgekd.runtime.protocol import Settings, calls_per_block, interleave
+    from edgekd.runtime.protocol import Settings, block_sampler, calls_per_block, interleave
     from edgekd.spaces import make_space
 
     root = Path(tempfile.mkdtemp(prefix="edgekd-statistic-"))
@@ -69,8 +56,8 @@ def main() -> None:
         for repeat in (0, 1):
             for run, calls in runs:
                 for name, statistic in STATISTICS.items():
-                    r = interleave(sampler(run, x, calls, statistic), sampler(ref_run, x, ref_calls, statistic),
-                                   Settings())
+                    r = interleave(block_sampler(run, x, calls, statistic),
+                                   block_sampler(ref_run, x, ref_calls, statistic), Settings())
                     found[name][repeat].append(r.ratio)
                     cost[name][0] += r.seconds
                     cost[name][1] += r.rounds

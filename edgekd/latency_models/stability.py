@@ -87,7 +87,7 @@ def judge(s: Stability) -> Stability:
 
 def stability_rows(s: Stability) -> list[tuple[str, bool, str]]:
     """``devices check`` rows for ``s``."""
-    rows = [
+    return [
         ("reference speed", s.reference_cv <= s.drift_bound,
          f"CV within a probe up to {s.reference_cv:.1%} (bound {s.drift_bound:.0%}); medians "
          + ", ".join(f"{p.reference_ms:.4f}" for p in s.probes) + " ms"),
@@ -97,4 +97,3 @@ def stability_rows(s: Stability) -> list[tuple[str, bool, str]]:
         *[(name, True, value) for name, value in s.conditions.items()],
         ("fit for a search", s.fit, "yes" if s.fit else "no: " + "; ".join(s.advice)),
     ]
-    return rows

@@ -21,7 +21,7 @@ from edgekd.core.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.data import SplitArray
 from edgekd.exporters import Runner, get_format
 from edgekd.latency_models.measured import MeasuredLatency
-from edgekd.pipeline.context import RunContext, latency_cache
+from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
 from edgekd.runtime.timing import time_runner
 from edgekd.runtime.trtexec import Trtexec, board_of
@@ -113,20 +113,20 @@ def check_format(
 
 def validate_artifact(
     fmt: str, path: Path, images: np.ndarray | SplitArray, ref: np.ndarray, labels: np.ndarray, device: NamedDevice,
-    cache_path: Path,
+    latency: MeasuredLatency | None,
 ) -> FormatReport:
     """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
 
     ONNX files are timed on the device with its protocol (fresh processes here, the board for ssh, the phone for
-    adb; against the reference cached in ``cache_path`` when interleaved), as the search timed candidates, and
+    adb: ``latency``, the device's measured latency model), as the search timed candidates, and
     TensorRT engines of ssh devices by trtexec on the board; other artifacts, or ONNX files for a predictor
     device, are timed in this process on this host (``latency_where`` says which).
     """
     spec, d = get_format(fmt), device.spec
     run = spec.open(path, device)
     metrics = compare(run_batched(run, images), ref, labels)
-    if path.suffix == ".onnx" and device.measurable:
-        m, where = MeasuredLatency(device, cache_path).measure_onnx(path, images.shape[1:]), device.name
+    if path.suffix == ".onnx" and latency is not None:
+        m, where = latency.measure_onnx(path, images.shape[1:]), device.name
     elif path.suffix == ".plan" and (board := board_of(device)):
         m, where = Trtexec(board).measure(path, images.shape[1:]), device.name
     else:
@@ -147,10 +147,11 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> Va
     teacher = None
     if ctx.has_teacher:
         teacher = {"acc": ctx.teacher.val_acc, "latency_ms": ctx.teacher_latency_ms()}
+    measured = ctx.latency if isinstance(ctx.latency, MeasuredLatency) else None
     formats = {}
     for fmt, path in exported.items():
         try:
-            f = validate_artifact(fmt, path, images, ref, labels, ctx.device, latency_cache())
+            f = validate_artifact(fmt, path, images, ref, labels, ctx.device, measured)
         except EdgeKDError:
             raise
         except Exception as exc:  # a runtime's own error types for a file it cannot load (truncated, corrupt)

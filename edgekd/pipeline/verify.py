@@ -24,6 +24,7 @@ from edgekd.core.config import ExportConfig
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import BundleError, ValidationFailed
 from edgekd.core.scratch import scratch_dir
+from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.context import latency_cache
 from edgekd.pipeline.package import Manifest, sha256
 from edgekd.pipeline.trust import check_digest, check_signature
@@ -108,11 +109,12 @@ def verify(bundle: Path, device: NamedDevice, max_latency_drift: float | None = 
         same_device = device.fingerprint == manifest.device.get("fingerprint")
         limits = ({**ExportConfig().max_accuracy_drop, **max_accuracy_drop} if max_accuracy_drop is not None
                   else manifest.thresholds.max_accuracy_drop)
+        latency = MeasuredLatency(device, latency_cache()) if device.measurable else None
         models = {}
         for fmt, bundled in manifest.models.items():
             try:
                 f = validate_artifact(fmt, root / bundled.file, sample["images"], sample["pytorch_logits"],
-                                      sample["labels"], device, latency_cache())
+                                      sample["labels"], device, latency)
             except (RuntimeError, ValueError) as exc:  # the runtime rejects the model or its input
                 raise BundleError(f"{bundled.file} does not run on the reference input: {exc}") from exc
             recorded = bundled.latency_ms if same_device else None

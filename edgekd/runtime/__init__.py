@@ -19,9 +19,10 @@ if TYPE_CHECKING:  # the measuring process (ort_bench) stays free of pydantic mo
 class Backend(Protocol):
     """How one device kind times an ONNX file, and says whether it is ready.
 
-    ``measure_against(paths, reference, input_shape, settings) -> list[Interleaved]`` (the interleaved protocol)
-    and ``conditions() -> dict[str, str]`` (load, governor, temperature) are optional: without them a backend's
-    models are interleaved run by run of ``measure_onnx`` and its conditions are unknown."""
+    Optional: ``measure_against(paths, reference, input_shape, settings) -> list[Interleaved]`` (the interleaved
+    protocol its own way, e.g. in one process), else ``sampler(path, input_shape) -> Sampler`` (one timing of a
+    model already on the device), else models are interleaved run by run of ``measure_onnx``;
+    ``conditions() -> dict[str, str]`` (load, governor, temperature), else the conditions are unknown."""
 
     runtime: str
 
@@ -52,10 +53,11 @@ def measure_against(backend: Backend, paths: list[Path], reference: Path, input_
     if own is not None:
         return own(paths, reference, input_shape, settings)
 
-    def sampler(path: Path) -> Sampler:
-        return lambda: backend.measure_onnx(path, input_shape).median_ms
+    def run_by_run(path: Path, shape: tuple[int, ...]) -> Sampler:
+        return lambda: backend.measure_onnx(path, shape).median_ms
 
-    return interleave_each([sampler(p) for p in paths], sampler(reference), settings)
+    sampler = getattr(backend, "sampler", run_by_run)
+    return interleave_each([sampler(p, input_shape) for p in paths], sampler(reference, input_shape), settings)
 
 
 def device_conditions(backend: Backend) -> dict[str, str]:

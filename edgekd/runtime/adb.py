@@ -18,7 +18,7 @@ from edgekd.core.errors import DeviceError
 from edgekd.core.measurement import Measurement
 from edgekd.runtime import BACKENDS
 from edgekd.runtime.conditions import CONDITIONS_SCRIPT, parse_conditions
-from edgekd.runtime.protocol import Interleaved, Sampler, Settings, interleave_each
+from edgekd.runtime.protocol import Sampler
 
 _SECONDS = {"s": 1e3, "sec": 1e3, "ms": 1.0, "us": 1e-3}
 
@@ -103,14 +103,10 @@ class AdbBackend:
         median, low, high = self._run_tool(self._push(path))
         return Measurement(median, low or median, high or median, s.repeats, s.threads, s.batch_size, self.runtime)
 
-    def measure_against(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
-                        settings: Settings) -> list[Interleaved]:
-        """Each model's tool run alternately with the reference's on the phone, until the precision or budget."""
-        def sampler(path: Path) -> Sampler:
-            remote = self._push(path)
-            return lambda: self._run_tool(remote)[0]
-
-        return interleave_each([sampler(p) for p in paths], sampler(reference), settings)
+    def sampler(self, path: Path, input_shape: tuple[int, ...]) -> Sampler:
+        """Push the model once; each call runs the tool on it."""
+        remote = self._push(path)
+        return lambda: self._run_tool(remote)[0]
 
     def conditions(self) -> dict[str, str]:
         return parse_conditions(self._adb("shell", CONDITIONS_SCRIPT))

@@ -112,17 +112,19 @@ def interleave(candidate: Sampler, reference: Sampler, settings: Settings = Sett
                        float(ref.std() / ref.mean()), converged)
 
 
-def block_sampler(run: Callable[[np.ndarray], object], x: np.ndarray, calls: int) -> Sampler:
-    """A sampler of ``run(x)``: the lowest per-call time (ms) of ``calls`` calls in a row (a call interrupted by
-    another process only lengthens, so the block's minimum is its least disturbed call; benchmarks/
-    latency_statistic.py measured it against the lower quartile, the median and the mean)."""
+def block_sampler(run: Callable[[np.ndarray], object], x: np.ndarray, calls: int,
+                  statistic: Callable[[np.ndarray], float] = np.min) -> Sampler:
+    """A sampler of ``run(x)``: ``statistic`` of the per-call times (ms) of ``calls`` calls in a row; by default the
+    lowest (a call interrupted by another process only lengthens, so the block's minimum is its least disturbed
+    call; benchmarks/latency_statistic.py measured it against the lower quartile, the median and the mean)."""
+
     def sample() -> float:
-        best = math.inf
-        for _ in range(calls):
+        times = np.empty(calls)
+        for i in range(calls):
             started = time.perf_counter()
             run(x)
-            best = min(best, time.perf_counter() - started)
-        return best * 1e3
+            times[i] = time.perf_counter() - started
+        return float(statistic(times)) * 1e3
 
     return sample
 

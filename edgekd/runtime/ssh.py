@@ -19,7 +19,7 @@ from edgekd.core.errors import DeviceError
 from edgekd.core.measurement import Measurement
 from edgekd.runtime import BACKENDS
 from edgekd.runtime.conditions import CONDITIONS_SCRIPT, parse_conditions
-from edgekd.runtime.protocol import Interleaved, Sampler, Settings, interleave_each
+from edgekd.runtime.protocol import Sampler
 
 UNIT_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
 
@@ -80,7 +80,7 @@ class SshBackend:
                   f"fetching {remote}")
         return local
 
-    def _sampler(self, path: Path, input_shape: tuple[int, ...]) -> Sampler:
+    def sampler(self, path: Path, input_shape: tuple[int, ...]) -> Sampler:
         """Copy the model over; each call runs the entry's command on it and parses its latency."""
         s = self.spec
         remote = self.upload(path)
@@ -92,14 +92,8 @@ class SshBackend:
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
         """One run of the entry's command on the model."""
         s = self.spec
-        ms = self._sampler(path, input_shape)()
+        ms = self.sampler(path, input_shape)()
         return Measurement(ms, ms, ms, s.repeats, s.threads, s.batch_size, self.runtime)
-
-    def measure_against(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
-                        settings: Settings) -> list[Interleaved]:
-        """Each model's command run alternately with the reference's, until the precision or the budget."""
-        return interleave_each([self._sampler(p, input_shape) for p in paths], self._sampler(reference, input_shape),
-                               settings)
 
     def conditions(self) -> dict[str, str]:
         return parse_conditions(self.ssh(CONDITIONS_SCRIPT, "reading the board's state"))

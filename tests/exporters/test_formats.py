@@ -18,6 +18,7 @@ from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx
 from edgekd.exporters.onnx_int8 import int8_friendly, quantize_int8
 from edgekd.exporters.tensorrt import require_tensorrt
+from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.validate import compare, run_batched, validate_artifact
 from edgekd.runtime.ort import open_onnx
 from edgekd.runtime.trtexec import Trtexec, parse_latency_summary, parse_outputs
@@ -86,7 +87,7 @@ def test_ort_is_onnx_runtimes_own_format_and_runs_the_fp32_model(trained, tmp_pa
     assert path.name == "model.ort" and path.read_bytes()[4:8] == b"ORTM"  # the FlatBuffers file identifier
     assert m["max_abs_logit_diff"] <= 1e-4 and m["top1_agreement"] == 1.0
     *_, images, labels, ref, _ = trained
-    report = validate_artifact("ort", path, images, ref, labels, HOST, tmp_path / "lat.sqlite")
+    report = validate_artifact("ort", path, images, ref, labels, HOST, MeasuredLatency(HOST, tmp_path / "lat.sqlite"))
     assert report["latency_ms"] > 0 and report["latency_where"] == "this host, in process"
 
 
@@ -232,7 +233,8 @@ def test_validation_on_an_ssh_board_runs_and_times_its_engine_there(trained, boa
     images, labels, ref = (np.concatenate([a] * 3) for a in (images, labels, ref))  # more than one engine batch
     log = tmp_path / "remote/trtexec-calls.log"
     before = len(log.read_text().splitlines())
-    report = validate_artifact("tensorrt", path, images, ref, labels, device, tmp_path / "lat.sqlite")
+    report = validate_artifact("tensorrt", path, images, ref, labels, device,
+                               MeasuredLatency(device, tmp_path / "lat.sqlite"))
     assert report["latency_where"] == "board" and report["runtime"].startswith("trtexec-")
     assert report["top1_agreement"] == 1.0 and report["max_abs_logit_diff"] <= 1e-4
     shapes = [json.loads(line)[2] for line in log.read_text().splitlines()[before:]]
