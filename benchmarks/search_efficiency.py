@@ -11,11 +11,14 @@ after 100 trials, and the proxy-training epochs spent to get there. That referen
 draws uniformly (with replacement) from the table, so its expected best reward after n trials is
 sum_k r_(k) ((k/N)^n - ((k-1)/N)^n) over the N sorted rewards r_(k). Random search is still run, as a check
 of that figure, and its epochs are what bohb's are compared with.
-Bar: rl, evolution and bohb reach random search's 100-trial mean best reward in at most 50 trials; bohb spends
-at most half the epochs of full-budget random search for that reward. Ends with one line of JSON:
-{"trials_to_random100": {"rl", "evolution", "bohb", "nsga2"}, "bohb_epoch_ratio", "seeds"}.
+The spread over search seeds is printed too: each search's own trials to reach that reward (median, quartiles).
+Bar on `--table digits`: rl, evolution and bohb reach random search's 100-trial mean best reward in at most 50
+trials, and bohb spends at most half the epochs of full-budget random search for that reward; on `--table
+glyphs` (the harder task, benchmarks/search_table.py --table glyphs): at most 35 trials and 0.35 of the
+epochs. Ends with one line of JSON: {"trials_to_random100": {"rl", "evolution", "bohb", "nsga2"},
+"bohb_epoch_ratio", "seeds", "table", "per_seed_trials_median_iqr"}.
 
-    python benchmarks/search_efficiency.py [--trials 100] [--seeds 100]
+    python benchmarks/search_efficiency.py [--table digits|glyphs] [--trials 100] [--seeds 100]
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 
 import numpy as np
 import optuna
-from search_table import TABLE, table_space
+from search_table import TABLE_OF, Table
 
 STRATEGIES = ("random", "evolution", "rl", "bohb", "nsga2")
 CHECKPOINTS = (10, 25, 50, 75, 100)
@@ -60,7 +63,7 @@ class TableLatency:
         return [self.latency_ms(s) for s in specs]
 
 
-def run(strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) -> dict[str, list]:
+def run(table: Table, strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) -> dict[str, list]:
     """One search of the table: best complete reward and cumulative epochs after each trial."""
     from edgekd.core.config import RunConfig, SearchConfig, TrainConfig
     from edgekd.pipeline.search.objective import TrialObjective, run_trials
@@ -82,7 +85,7 @@ def run(strategy: str, seed: int, trials: int, rows: dict[str, dict], reward) ->
         best.append(max(best[-1] if best else -np.inf, score))
         spent.append(evaluator.epochs)
 
-    run_trials(study, TrialObjective(cfg, table_space(), evaluator, TableLatency(rows), reward), trials, after)
+    run_trials(study, TrialObjective(cfg, table.space(), evaluator, TableLatency(rows), reward), trials, after)
     return {"best": best[:trials], "epochs": spent[:trials]}
 
 
@@ -98,8 +101,18 @@ def first_reaching(curve: np.ndarray, level: float) -> int | None:
     return int(hits[0]) + 1 if len(hits) else None
 
 
+def seed_spread(curves: list[np.ndarray], level: float, trials: int) -> tuple[float, float, float, float]:
+    """Median, 25% and 75% of the searches' own trials to reach ``level`` (one that never does counts as
+    ``trials`` + 1), and the share of searches that reach it."""
+    reached = [first_reaching(c, level) for c in curves]
+    n = np.array([r if r is not None else trials + 1 for r in reached], dtype=float)
+    return (float(np.median(n)), float(np.percentile(n, 25)), float(np.percentile(n, 75)),
+            sum(r is not None for r in reached) / len(reached))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", choices=sorted(TABLE_OF), default="digits", help="the task's table")
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=100,
                         help="search seeds 0..N-1; with 10, random's 100-trial reward moved by 0.0005 between "
@@ -112,7 +125,8 @@ def main() -> None:
     from edgekd.pipeline.reward import Reward
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    table = json.loads(TABLE.read_text())
+    chosen = TABLE_OF[args.table]
+    table = json.loads(chosen.path.read_text())
     rows = {r["arch_id"]: r for r in table["rows"]}
     target = float(np.quantile([r["latency_ms"] for r in rows.values()], args.target_quantile))
     reward = Reward(target, "latency_ms", args.constraint)
@@ -121,12 +135,13 @@ def main() -> None:
           f"T = {reward.target:.4f} ms; best reward in the table {rewards[-1]:.4f}, "
           f"median {statistics.median(rewards):.4f}")
 
-    curves, epochs = {}, {}
+    curves, epochs, per_seed = {}, {}, {}
     for strategy in STRATEGIES:
         start = time.perf_counter()
-        results = [run(strategy, seed, args.trials, rows, reward) for seed in range(args.seeds)]
+        results = [run(chosen, strategy, seed, args.trials, rows, reward) for seed in range(args.seeds)]
         curves[strategy] = np.mean([r["best"] for r in results], axis=0)
         epochs[strategy] = np.mean([r["epochs"] for r in results], axis=0)
+        per_seed[strategy] = [np.asarray(r["best"]) for r in results]
         print(f"  {strategy}: {args.seeds} searches in {time.perf_counter() - start:.1f} s")
 
     level = expected_random_best(rewards, 100)
@@ -140,12 +155,18 @@ def main() -> None:
         spent = epochs[s][reach[s] - 1] if reach[s] else float("nan")
         print(f"{s:10}" + "".join(f"{curves[s][c - 1]:10.5f}" for c in marks)
               + f"{reach[s] if reach[s] else '-':>10}{spent:10.1f}")
+    spread = {s: seed_spread(per_seed[s], level, args.trials) for s in STRATEGIES}
+    print(f"\nthe spread over the {args.seeds} search seeds: each search's own trials to reach that reward")
+    for s, (median, low, high, reached) in spread.items():
+        print(f"{s:10} median {median:5.0f}  25-75%: {low:.0f}-{high:.0f}  reached in {args.trials} trials: "
+              f"{reached:.0%}")
     full_budget_random = epochs["random"][min(100, args.trials) - 1]  # what random spends for that reward
     ratio = epochs["bohb"][reach["bohb"] - 1] / full_budget_random if reach["bohb"] else None
     print(f"\nbohb epochs / random (full-budget) epochs to reach random's 100-trial best: "
           f"{'not reached' if ratio is None else f'{ratio:.3f}'}")
     print(json.dumps({"trials_to_random100": {s: reach[s] for s in ("rl", "evolution", "bohb", "nsga2")},
-                      "bohb_epoch_ratio": ratio, "seeds": args.seeds}))
+                      "bohb_epoch_ratio": ratio, "seeds": args.seeds, "table": args.table,
+                      "per_seed_trials_median_iqr": {s: [round(v, 1) for v in spread[s][:3]] for s in STRATEGIES}}))
 
 
 if __name__ == "__main__":

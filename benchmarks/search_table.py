@@ -1,16 +1,20 @@
-"""Build the tabular search benchmark that `benchmarks/search_efficiency.py` runs strategies on.
+"""Build the tabular search benchmarks that `benchmarks/search_efficiency.py` runs strategies on.
 
-Every architecture of a reduced `mnas` space (the quick-start space, digits at 16x16, width 0.25, with all but
-five decisions fixed: 3^5 = 243 architectures) is measured on this host's CPU (the shipped `host-cpu` device)
-and trained with the KD proxy (AKD: distillation from the quick-start teacher on mini-train, AdamW, warm-up then
-cosine) for --epochs, with its mini-val accuracy recorded after every epoch. The table is written once to
-benchmarks/data/search_table.json; an interrupted build resumes from benchmarks/data/search_table.partial.jsonl.
-`--seed S` (S > 0) trains every architecture of an existing table again with training seed S (same data,
-teacher and latency) and adds the curves to it; a row's `acc` is then the mean curve over its seeds
-(`acc_by_seed`), which averages out the training noise that a single proxy run carries. Building over an
-existing table (after a change to the KD proxy, say) retrains every curve and keeps its measured latencies.
+`--table digits` (the default): every architecture of a reduced `mnas` space (the quick-start space, digits at
+16x16, width 0.25, with all but five decisions fixed: 3^5 = 243 architectures). `--table glyphs`: the same
+space on the harder `glyphs` task (47 characters rendered from the installed fonts, 3 renderings each, at
+16x16, mini-val 30% of train), four decisions free (3^4 = 81 architectures), each row trained with two seeds.
+Each architecture is measured on this host's CPU (the shipped `host-cpu` device) and trained with the KD proxy
+(AKD: distillation from the task's teacher on mini-train, AdamW, warm-up then cosine) for --epochs, with its
+mini-val accuracy recorded after every epoch. A table is written once to benchmarks/data/<table>.json; an
+interrupted build resumes from benchmarks/data/<table>.partial.jsonl. `--seed S` (S > 0) trains every
+architecture of an existing table again with training seed S (same data, teacher and latency) and adds the
+curves to it; a row's `acc` is then the mean curve over its seeds (`acc_by_seed`), which averages out the
+training noise that a single proxy run carries. Building over an existing table (after a change to the KD
+proxy, say) retrains every curve and keeps its measured latencies.
 
-    python benchmarks/search_table.py [--epochs 9] [--shard K/N] [--seed S]   # about 40 minutes on one core
+    python benchmarks/search_table.py [--table digits|glyphs] [--epochs E] [--shard K/N] [--seed S]
+    # digits: about 40 minutes on one core; glyphs: about 30 minutes per seed on one core
 """
 
 from __future__ import annotations
@@ -18,60 +22,84 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
-TABLE = DATA / "search_table.json"
-PARTIAL = DATA / "search_table.partial.jsonl"
 FIXED_LAYERS = {f"s{i}_layers": -1 for i in range(7)}
 FIXED = FIXED_LAYERS | {f"s{i}_op": "mbconv_e1" for i in range(7)} | {f"s{i}_kernel": 3 for i in range(7)} | {
     f"s{i}_se": 0.0 for i in range(7)} | {f"s{i}_width": 0.75 for i in range(7)} | {
     f"s{i}_skip": "identity" for i in range(7)}
-FREE = ("s1_kernel", "s2_op", "s3_layers", "s3_width", "s5_op")
-"""The decisions left free; each keeps three of its values (below), everything else is fixed as in FIXED."""
-FREE_VALUES = {"s2_op": ("mbconv_e1", "mbconv_e3", "mbconv_e6"), "s5_op": ("mbconv_e1", "mbconv_e3", "mbconv_e6")}
+OPS = ("mbconv_e1", "mbconv_e3", "mbconv_e6")
 
 
-def table_space():
-    """The reduced space: the quick-start `mnas` space with FIXED applied to every decision but FREE."""
-    from edgekd.spaces import RestrictedSpace, make_space
+@dataclass(frozen=True)
+class Table:
+    """One tabular benchmark: its task and which decisions of the quick-start `mnas` space stay free."""
 
-    base = make_space("mnas", 16, 1, 10, width=0.25)
-    return RestrictedSpace(base, {k: v for k, v in FIXED.items() if k not in FREE}, FREE_VALUES)
+    name: str
+    data: str
+    classes: int
+    free: tuple[str, ...]
+    """The decisions left free; each keeps three of its values (FREE_VALUES), everything else is as in FIXED."""
+    epochs: int
+    mini_val_fraction: float = 0.2
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return DATA / f"{self.name}.json"
+
+    def partial(self, seed: int) -> Path:
+        return DATA / (f"{self.name}.partial.jsonl" if seed == 0 else f"{self.name}.partial.seed{seed}.jsonl")
+
+    def space(self):
+        """The reduced space: the quick-start `mnas` space with FIXED applied to every decision but the free ones."""
+        from edgekd.spaces import RestrictedSpace, make_space
+
+        base = make_space("mnas", 16, 1, self.classes, width=0.25)
+        values = {k: OPS for k in self.free if k.endswith("_op")}
+        return RestrictedSpace(base, {k: v for k, v in FIXED.items() if k not in self.free}, values)
 
 
-def _partial(seed: int) -> Path:
-    return PARTIAL if seed == 0 else PARTIAL.with_suffix(f".seed{seed}.jsonl")
+TABLES = {t.name: t for t in (
+    Table("search_table", "digits", 10, ("s1_kernel", "s2_op", "s3_layers", "s3_width", "s5_op"), 9,
+          description="digits 16x16, mini-train 1149 / mini-val 288 images"),
+    Table("search_table_glyphs", "glyphs:2", 47, ("s2_op", "s3_layers", "s3_width", "s5_op"), 5, 0.3,
+          description="glyphs:2 16x16 (47 classes, 47 fonts), mini-train 2237 / mini-val 959 images"),
+)}
+TABLE_OF = {"digits": TABLES["search_table"], "glyphs": TABLES["search_table_glyphs"]}
+"""--table NAME: the table of each task."""
 
 
-def _done(seed: int) -> dict[str, dict]:
-    partial = _partial(seed)
+def _done(table: Table, seed: int) -> dict[str, dict]:
+    partial = table.partial(seed)
     rows = [json.loads(line) for line in partial.open()] if partial.is_file() else []
     return {row["arch_id"]: row for row in rows}
 
 
-def _measured(specs) -> list[float] | None:
+def _measured(table: Table, specs) -> list[float] | None:
     """The existing table's latencies for ``specs``, None when there is no table or it lacks one of them."""
-    if not TABLE.is_file():
+    if not table.path.is_file():
         return None
-    latency = {row["arch_id"]: row["latency_ms"] for row in json.loads(TABLE.read_text())["rows"]}
+    latency = {row["arch_id"]: row["latency_ms"] for row in json.loads(table.path.read_text())["rows"]}
     return [latency[s.id] for s in specs] if all(s.id in latency for s in specs) else None
 
 
-def _add_seed(seed: int, done: dict[str, dict]) -> None:
+def _add_seed(table: Table, seed: int, done: dict[str, dict]) -> None:
     """Add seed ``seed``'s curves to the table; each row's ``acc`` becomes the mean over its seeds."""
-    table = json.loads(TABLE.read_text())
-    for row in table["rows"]:
+    content = json.loads(table.path.read_text())
+    for row in content["rows"]:
         by_seed = row.setdefault("acc_by_seed", {"0": row["acc"]})
         by_seed[str(seed)] = done[row["arch_id"]]["acc"]
         row["acc"] = [round(sum(accs) / len(accs), 5) for accs in zip(*by_seed.values(), strict=True)]
-    table["training_seeds"] = sorted(int(s) for s in table["rows"][0]["acc_by_seed"])
-    TABLE.write_text(json.dumps(table, indent=1) + "\n")
-    _partial(seed).unlink()
-    print(f"added training seed {seed} to {TABLE}")
+    content["training_seeds"] = sorted(int(s) for s in content["rows"][0]["acc_by_seed"])
+    table.path.write_text(json.dumps(content, indent=1) + "\n")
+    table.partial(seed).unlink()
+    print(f"added training seed {seed} to {table.path}")
 
 
-def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
+def build(table: Table, epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
     import torch
 
     from edgekd.core.config import RunConfig, SearchConfig, TrainConfig
@@ -81,18 +109,19 @@ def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
 
     torch.set_num_threads(1)
     proxy = TrainConfig(epochs=epochs, batch_size=64)
-    cfg = RunConfig(name="search-table", search=SearchConfig(proxy=proxy))
+    cfg = RunConfig(name=table.name.replace("_", "-"), data=table.data, resolution=16,
+                    mini_val_fraction=table.mini_val_fraction, search=SearchConfig(proxy=proxy))
     ctx = open_run(cfg, Path(tempfile.gettempdir()) / "edgekd-search-table")
-    space = table_space()
+    space = table.space()
     members = space.members()
     specs = [space.decode(c) for c in members]
     # measured once, first, while nothing else runs on the host; a rebuild or a further seed keeps them
-    latencies = [None] * len(specs) if seed else _measured(specs) or ctx.latency.latency_many(specs)
+    latencies = [None] * len(specs) if seed else _measured(table, specs) or ctx.latency.latency_many(specs)
     evaluator = KDProxyEvaluator(ctx.data, ctx.teacher.logits, proxy, cfg.kd, seed)
     mine = [i for i in range(len(specs)) if i % shards == shard]
-    done = _done(seed)
+    done = _done(table, seed)
     with progress("KD proxy training", len(mine), completed=sum(specs[i].id in done for i in mine)) as bar, \
-            _partial(seed).open("a") as log:
+            table.partial(seed).open("a") as log:
         for i in mine:
             choices, spec, ms = members[i], specs[i], latencies[i]
             if spec.id in done:
@@ -104,12 +133,12 @@ def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
             log.flush()
             done[spec.id] = row
             bar()
-    done = _done(seed)
+    done = _done(table, seed)
     if len(done) < len(specs):
         print(f"shard {shard}/{shards} done; {len(specs) - len(done)} architectures left to other shards")
         return
     if seed:
-        _add_seed(seed, done)
+        _add_seed(table, seed, done)
         return
     from edgekd.core.arch import build as build_model
     from edgekd.latency_models.flops import count_macs_params
@@ -119,22 +148,24 @@ def build(epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
         row = done[spec.id]
         row["mmacs"] = count_macs_params(build_model(spec), spec.input_shape)[0]
         rows.append(row)
-    TABLE.write_text(json.dumps({
-        "space": space.describe(),
-        "data": "digits 16x16, mini-train 1149 / mini-val 288 images", "teacher": "quick-start teacher (trained)",
+    table.path.write_text(json.dumps({
+        "space": space.describe(), "data": table.description,
+        "teacher": f"the task's default teacher, trained (held-out acc {ctx.teacher.val_acc:.4f})",
         "proxy": proxy.model_dump(), "kd": cfg.kd.model_dump(), "device": ctx.device.name,
         "teacher_latency_ms": ctx.teacher_latency_ms(), "rows": rows,
     }, indent=1) + "\n")
-    PARTIAL.unlink()
-    print(f"wrote {TABLE}: {len(rows)} architectures x {epochs} epochs")
+    table.partial(0).unlink()
+    print(f"wrote {table.path}: {len(rows)} architectures x {epochs} epochs")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--table", choices=sorted(TABLE_OF), default="digits", help="the task")
+    parser.add_argument("--epochs", type=int, help="KD proxy epochs [default: 9 on digits, 5 on glyphs]")
     parser.add_argument("--seed", type=int, default=0, help="training seed; > 0 adds its curves to the table")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th (N "
                         "processes share the build; the last to finish writes the table)")
     args = parser.parse_args()
     shard, shards = map(int, args.shard.split("/"))
-    build(args.epochs, shard, shards, args.seed)
+    chosen = TABLE_OF[args.table]
+    build(chosen, args.epochs or chosen.epochs, shard, shards, args.seed)

@@ -5,7 +5,8 @@ import importlib
 
 from edgekd.cli.app import app
 
-COMMANDS = ("run", "search", "ablate", "distill", "export", "validate", "verify", "keygen", "devices", "profile")
+COMMANDS = ("run", "search", "ablate", "distill", "export", "validate", "verify", "report", "keygen", "devices",
+            "profile")
 for _command in COMMANDS:
     importlib.import_module(f"edgekd.cli.{_command}")
 

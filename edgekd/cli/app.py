@@ -38,7 +38,7 @@ Command = Callable[..., Any]
 # (CLI parameter, dotted RunConfig field, type, help). Every config option defaults to None: "not given",
 # so a resumed run keeps its saved settings and only what the user passes is checked against them.
 CONFIG_OPTIONS: list[Option] = [
-    ("data", "data", str, "digits | synthetic | cifar10:PATH | imagefolder:PATH"),
+    ("data", "data", str, "digits | glyphs[:N] | synthetic | cifar10:PATH | imagefolder:PATH"),
     ("resolution", "resolution", int, "Input resolution (images are resized) [default: the source's own]"),
     ("seed", "seed", int, "Seed of splits, sampling and training"),
     ("augment", "augment", str, "Training augmentation: none | standard (random-resized crop + flip at 64 px and "

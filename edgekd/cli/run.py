@@ -28,4 +28,5 @@ def run(overrides: dict[str, Any], name: Name = "quickstart", runs_dir: RunsDir 
     cfg = resolve_config(runs_dir / name, {"name": name, **overrides})
     result = run_all(cfg, runs_dir, sign_key)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
-    console.print(f"[green]done[/] in {sum(result.stage_seconds.values()):.1f}s ({times}); bundle: {result.bundle}")
+    console.print(f"[green]done[/] in {sum(result.stage_seconds.values()):.1f}s ({times}); bundle: {result.bundle}; "
+                  f"report: {result.report}")

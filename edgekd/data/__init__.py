@@ -1,5 +1,6 @@
 """Data sources, splits and the loaders that stream them (see ``core`` and ``sources``)."""
 
+from edgekd.data import glyphs as _glyphs  # noqa: F401  (registers the glyphs source)
 from edgekd.data.core import SPLITS, Augment, Data, SplitArray, load_data
 from edgekd.data.sources import READERS, register_source
 

@@ -1,7 +1,8 @@
 """Data sources: where images come from and how one is read.
 
 A data spec names a registered reader: ``digits`` (scikit-learn's bundled handwritten digits, the embedded
-default), ``synthetic`` (class prototypes plus noise, for smoke tests), ``cifar10:PATH`` (an extracted
+default), ``glyphs[:N]`` (characters rendered from the installed fonts, in ``edgekd.data.glyphs``),
+``synthetic`` (class prototypes plus noise, for smoke tests), ``cifar10:PATH`` (an extracted
 ``cifar-10-batches-py`` folder) or ``imagefolder:PATH`` (class-per-folder image trees). Nothing is downloaded.
 
 A reader returns an :class:`ImageSource` over every image (training images first, then the held-out ones when

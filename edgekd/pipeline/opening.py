@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.core.config import RunConfig, config_path, write_json
+from edgekd.core.config import RunConfig, config_path, read_json, write_json
 from edgekd.core.devices import get_device
+from edgekd.core.errors import DataError
 from edgekd.core.ui import console
 from edgekd.data import Data, load_data
 from edgekd.exporters import get_format
@@ -50,6 +51,23 @@ def training_runtime(cfg: RunConfig, data: Data, worker: int | None = None) -> R
     return Runtime(device, dist, workers, cfg.augment, r.checkpoint_steps, r.checkpoint_minutes)
 
 
+def check_same_data(run_dir: Path, data: Data) -> None:
+    """Record what the run's data is (data.json) on first opening, and refuse to go on with other images: the
+    teacher's cached logits and every trained stage are addressed by dataset index."""
+    identity = {"images": len(data.labels), "classes": data.classes, "source": data.source_note}
+    path = run_dir / "data.json"
+    if not path.is_file():
+        write_json(path, identity)
+        return
+    before = read_json(path)
+    if before != identity:
+        changed = [k for k in identity if before.get(k) != identity[k]]
+        raise DataError(f"the data of run {run_dir.name} changed since it started ({', '.join(changed)}: "
+                        f"{before.get('images')} images then, {identity['images']} now; {before.get('source')!r} "
+                        f"then, {identity['source']!r} now); restore the data (for glyphs: the same fonts) or "
+                        "start a new run (--name)")
+
+
 def open_run(cfg: RunConfig, runs_root: Path, worker: int | None = None) -> RunContext:
     """Check ``cfg``'s names and load its data, device and training runtime (``worker``: which process of a
     ``--jobs`` search this is); the teacher is prepared when a stage first needs it."""
@@ -59,5 +77,6 @@ def open_run(cfg: RunConfig, runs_root: Path, worker: int | None = None) -> RunC
         write_json(config_path(run_dir), cfg.public_dump())
     device = get_device(cfg.device, Path(cfg.devices_file) if cfg.devices_file else None)
     data = load_data(cfg.data, cfg.seed, cfg.resolution, cfg.mini_val_fraction, cfg.val_fraction)
+    check_same_data(run_dir, data)
     latency = make_latency_model(device, latency_cache())
     return RunContext(cfg, run_dir, data, device, latency, training_runtime(cfg, data, worker))

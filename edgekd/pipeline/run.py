@@ -17,6 +17,7 @@ from edgekd.pipeline.distill import Student, distill, distill_family, load_stude
 from edgekd.pipeline.export import adopt_checkpoint, export_student, exported_files
 from edgekd.pipeline.opening import open_run
 from edgekd.pipeline.package import package, sha256
+from edgekd.pipeline.report import write_report
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.evaluation import EVALUATORS, evaluator_kind
 from edgekd.pipeline.search.objective import TrialObjective, run_trials, search, watch_search
@@ -169,11 +170,13 @@ def _one_process(ctx: RunContext, command: str) -> None:
 class RunSummary:
     run_dir: Path
     bundle: Path
+    report: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_all(cfg: RunConfig, runs_root: Path, sign_key: Path | None = None) -> RunSummary:
-    """Teacher, search, distill, export, validate, package; each stage resumes from what is on disk."""
+    """Teacher, search, distill, export, validate, package, then the report; each stage resumes from what is on
+    disk."""
     times: dict[str, float] = {}
     start = time.perf_counter()
     if sign_key:
@@ -188,7 +191,7 @@ def run_all(cfg: RunConfig, runs_root: Path, sign_key: Path | None = None) -> Ru
         student = run_distill(ctx, search)
     with _timed(times, "export"):
         bundle = run_export(ctx, sign_key=sign_key, student=student)
-    return RunSummary(ctx.run_dir, bundle, times)
+    return RunSummary(ctx.run_dir, bundle, write_report([ctx.run_dir]), times)
 
 
 @contextlib.contextmanager
