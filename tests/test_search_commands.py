@@ -67,6 +67,20 @@ def test_ablation_trains_each_search_s_top_students_with_hard_labels_and_with_kd
     monkeypatch.setattr(ablate_module, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
     _ok(["ablate", "akd", "nas", "--top", "2", "--epochs", "1", "--runs-dir", runs])
     assert len(calls) == 1 and json.loads((out / "ablation.json").read_text())["results"] == saved["results"]
+    # a second training seed: only the new seed's trainings run, and the table gets intervals and the difference
+    _ok(["ablate", "akd", "nas", "--top", "1", "--epochs", "1", "--seeds", "2", "--runs-dir", runs])
+    assert len(calls) == 1 + 2 * 2
+    seeded = json.loads((out / "ablation.json").read_text())
+    assert seeded["seeds"] == 2 and len(seeded["results"]) == len(saved["results"]) + 4
+    assert {r["seed"] for r in seeded["results"].values()} == {0, 1}
+    for row, cells in seeded["table"].items():
+        for training, mean in cells.items():
+            low, high = seeded["intervals"][row][training]
+            assert low <= mean <= high
+    kd_row, ce_row = seeded["table"]
+    for training, d in seeded["differences"].items():
+        assert d["difference"] == pytest.approx(seeded["table"][kd_row][training] - seeded["table"][ce_row][training])
+    assert "minus" in (out / "ablation.md").read_text()
 
     _ok(["search", "--name", "other", "--runs-dir", runs, *TINY, "--seed", "3"])
     result = runner.invoke(app, ["ablate", "akd", "other", "--runs-dir", runs])

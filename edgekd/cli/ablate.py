@@ -19,6 +19,8 @@ def ablate(
     top: Annotated[int, typer.Option(help="Best students taken from each search")] = 3,
     epochs: Annotated[int | None, typer.Option(
         help=escape("Training epochs [default: the run's distill epochs]"))] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Training seeds per student (the run's seed and the "
+                                                             "next ones): the table gives 95% intervals")] = 1,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """AKD's "searched by x trained by" table: each search's top students trained with hard labels and with KD."""
@@ -29,7 +31,7 @@ def ablate(
     if len(runs) < 2:
         raise typer.BadParameter("give at least two runs to compare")
     out = runs_dir / ("ablate-" + "-".join(runs))
-    table = run_ablation([runs_dir / r for r in runs], out, top, epochs)
+    table = run_ablation([runs_dir / r for r in runs], out, top, epochs, seeds)
     summary(f"held-out top-1 (mean of top {top}): trained by {' | '.join(TRAININGS)}",
             {row: " | ".join(f"{accs[t] * 100:.2f}%" for t in TRAININGS) for row, accs in table.items()})
     console.print(f"written to {out}/ablation.md and ablation.json")

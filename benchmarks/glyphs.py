@@ -1,0 +1,78 @@
+"""How hard the `glyphs` task is: the teacher against small and large random students, on fonts never seen.
+
+On `glyphs:2` at 16x16 (the setting of the glyphs benchmarks: 47 characters, 2 renderings per font and
+character, the held-out split a quarter of the installed fonts) the default teacher is trained, and --students
+small and --students large random students of the `mnas` space (width 0.5) are distilled from it (--epochs,
+AdamW at 0.01) with --seeds training seeds each and scored on the held-out fonts. "Small" and "large" are the
+lowest and highest MACs of 50 uniform samples. The same students are also trained on `digits` (16x16), which is
+what the harder task is for: there they all land within a few points of each other. Ends with one line of
+JSON: {"fonts", "teacher", "small", "large", "digits_small", "digits_large"} (held-out top-1, mean over students
+and seeds, with the spread).
+
+    python benchmarks/glyphs.py [--students 3] [--seeds 2] [--epochs 12]   # about 25 minutes on one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=3, help="small and as many large students")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=12)
+    args = parser.parse_args()
+
+    import torch
+
+    from edgekd.core.arch import build
+    from edgekd.core.config import RunConfig, TrainConfig
+    from edgekd.data.glyphs import fonts_fingerprint, text_fonts
+    from edgekd.latency_models.flops import spec_macs_params
+    from edgekd.pipeline.opening import open_run
+    from edgekd.train import evaluate, train
+
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="edgekd-glyphs-"))
+    fonts = text_fonts()
+    print(f"{len(fonts)} text fonts (list {fonts_fingerprint(fonts)}): {', '.join(f.name for f in fonts)}")
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=64, lr=1e-2)
+    figures: dict[str, object] = {"fonts": fonts_fingerprint(fonts), "n_fonts": len(fonts)}
+    for task, data in (("glyphs", "glyphs:2"), ("digits", "digits")):
+        cfg = RunConfig(name=task, data=data, resolution=16, mini_val_fraction=0.3,
+                        search={"space": "mnas", "space_width": 0.5})
+        ctx = open_run(cfg, root)
+        print(f"{task}: {len(ctx.data.labels)} images, {len(ctx.data.index('val'))} held out; teacher held-out "
+              f"top-1 {ctx.teacher.val_acc:.4f}")
+        pool = sorted((ctx.space.decode(ctx.space.sample(random.Random(i))) for i in range(50)),
+                      key=lambda s: spec_macs_params(s)[0])
+        for size, students in (("small", pool[: args.students]), ("large", pool[-args.students:])):
+            accs = []
+            for spec in students:
+                for seed in range(args.seeds):
+                    torch.manual_seed(seed)
+                    model = build(spec)
+                    history = train(model, ctx.data, train_cfg, cfg.kd, ctx.teacher_signal, seed=seed,
+                                    evaluate=lambda m, d=ctx.data: evaluate(m, d, "val"))
+                    accs.append(history[-1].eval_acc)
+                    print(f"  {size} {spec.id} ({spec_macs_params(spec)[0]:.2f} MMACs) seed {seed}: held-out top-1 "
+                          f"{accs[-1]:.4f}")
+            key = size if task == "glyphs" else f"digits_{size}"
+            figures[key] = {"mean": round(statistics.mean(accs), 4), "min": round(min(accs), 4),
+                            "max": round(max(accs), 4),
+                            "mmacs": [round(spec_macs_params(s)[0], 2) for s in students]}
+        if task == "glyphs":
+            figures["teacher"] = round(ctx.teacher.val_acc, 4)
+        else:
+            figures["digits_teacher"] = round(ctx.teacher.val_acc, 4)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
