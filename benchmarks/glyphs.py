@@ -9,7 +9,7 @@ what the harder task is for: there they all land within a few points of each oth
 JSON: {"fonts", "teacher", "small", "large", "digits_small", "digits_large"} (held-out top-1, mean over students
 and seeds, with the spread).
 
-    python benchmarks/glyphs.py [--students 3] [--seeds 2] [--epochs 12]   # about 25 minutes on one core
+    python benchmarks/glyphs.py [--students 3] [--seeds 2] [--epochs 12] [--teacher-from DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=3, help="small and as many large students")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--teacher-from", type=Path, help="a teacher/ folder of a run on glyphs:2 at 16 px with the "
+                        "same seed (benchmarks/kd_search.py's): used instead of training the same teacher again")
     args = parser.parse_args()
 
     import torch
@@ -47,6 +50,8 @@ def main() -> None:
     for task, data in (("glyphs", "glyphs:2"), ("digits", "digits")):
         cfg = RunConfig(name=task, data=data, resolution=16, mini_val_fraction=0.3,
                         search={"space": "mnas", "space_width": 0.5})
+        if task == "glyphs" and args.teacher_from:
+            shutil.copytree(args.teacher_from, root / task / "teacher")
         ctx = open_run(cfg, root)
         print(f"{task}: {len(ctx.data.labels)} images, {len(ctx.data.index('val'))} held out; teacher held-out "
               f"top-1 {ctx.teacher.val_acc:.4f}")
