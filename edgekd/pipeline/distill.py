@@ -102,6 +102,11 @@ def load_student(student_dir: Path) -> Student:
     return Student(model.eval(), arch, read_json(student_dir / "metrics.json"))
 
 
+def read_curves(student_dir: Path) -> list[EpochStats]:
+    """The distillation's per-epoch statistics (curves.json)."""
+    return [EpochStats(**epoch) for epoch in read_json(student_dir / "curves.json")]
+
+
 def _plot_curves(history: list[EpochStats], teacher_acc: float, path: Path) -> None:
     import matplotlib
 

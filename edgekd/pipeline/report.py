@@ -1,7 +1,8 @@
 """A run's report: one self-contained HTML page of what its files say, or two runs side by side.
 
-Read only from a run's folder (config, search records, student curves, validation report, bundle), so it can be
-written for a finished run, a run in progress (missing stages are named as such) or a run copied from elsewhere.
+Read from a run's folder through each stage's own reader (config, search records, student, validation, bundle),
+so it can be written for a finished run, a run in progress (missing stages are named as such) or a run copied
+from elsewhere.
 Plots are matplotlib PNGs inlined as data URIs and the style sheet is inline: the page needs no network.
 """
 
@@ -14,8 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.core.config import read_json
+from edgekd.core.config import RunConfig, config_path, read_json
 from edgekd.core.errors import RunStateError
+from edgekd.pipeline.distill import load_student, read_curves
+from edgekd.pipeline.search.records import read_records, read_result, read_reward
+from edgekd.pipeline.validate import read_validation
+from edgekd.pipeline.verify import read_manifest
 
 SECTIONS = ("Summary", "Search", "Latency model", "Distillation", "Validation", "Bundle")
 REDUCED_PRECISION = ("-int8", "-fp16")
@@ -32,35 +37,36 @@ th{background:#f3f3f3} td.l,th.l{text-align:left} tr.pick td{background:#fff3c4;
 """
 
 
-def _optional(path: Path) -> Any:
-    """A run file's JSON, or None where the stage has not written it yet."""
-    return read_json(path) if path.is_file() else None
-
-
 class RunFiles:
-    """What one run's folder holds, read once."""
+    """What one run's stages left in its folder, read once through each stage's own reader (None or empty where
+    a stage has not run yet)."""
 
     def __init__(self, run_dir: Path) -> None:
-        if not (run_dir / "config.json").is_file():
+        if not config_path(run_dir).is_file():
             raise RunStateError(f"{run_dir} is not a run folder (no config.json); give a run name under --runs-dir")
         self.dir, self.name = run_dir, run_dir.name
-        self.config = read_json(run_dir / "config.json")
-        search = run_dir / "search"
-        self.trials: list[dict] = _optional(search / "trials.json") or []
-        self.best = _optional(search / "best.json")
-        self.pareto: list[dict] = _optional(search / "pareto.json") or []
-        self.reward = _optional(search / "reward.json")
-        self.curves: list[dict] = _optional(run_dir / "student" / "curves.json") or []
-        self.student = _optional(run_dir / "student" / "metrics.json")
-        self.teacher = _optional(run_dir / "teacher" / "metrics.json")
-        self.validation = _optional(run_dir / "validation" / "report.json")
-        manifests = sorted((run_dir / "bundle").glob("*/manifest.json"))
-        self.manifest = read_json(manifests[-1]) if manifests else None
+        self.config = RunConfig.model_validate(read_json(config_path(run_dir)))
+        search, student = run_dir / "search", run_dir / "student"
+        self.trials = read_records(search) if (search / "trials.json").is_file() else []
+        self.result = read_result(search) if (search / "best.json").is_file() else None
+        self.reward = read_reward(search) if (search / "reward.json").is_file() else None
+        self.student = load_student(student).metrics if (student / "student.pt").is_file() else None
+        self.curves = read_curves(student) if (student / "curves.json").is_file() else []
+        validation = run_dir / "validation"
+        self.validation = read_validation(validation) if (validation / "report.json").is_file() else None
+        folders = sorted(p.parent for p in (run_dir / "bundle").glob("*/manifest.json"))
+        self.manifest = read_manifest(folders[-1]) if folders else None
         self.archives = sorted((run_dir / "bundle").glob("*.tar.gz"))
 
     @property
     def complete(self) -> list[dict]:
         return [t for t in self.trials if t.get("state") == "complete"]
+
+    @property
+    def teacher_acc(self) -> float | None:
+        if self.validation:
+            return self.validation["teacher"]["acc"]
+        return self.student["teacher_val_acc"] if self.student else None
 
 
 def _png(fig) -> str:
@@ -94,11 +100,10 @@ def summary(run: RunFiles) -> str:
     cfg, v, s = run.config, run.validation or {}, run.student or {}
     onnx = (v.get("formats") or {}).get("onnx", {})
     rows = [
-        ["data", cfg.get("data")], ["device", cfg.get("device")],
-        ["space / strategy / evaluator", f"{cfg['search']['space']} / {cfg['search']['strategy']} / "
-                                         f"{cfg['search']['evaluator']}"],
+        ["data", cfg.data], ["device", cfg.device],
+        ["space / strategy / evaluator", f"{cfg.search.space} / {cfg.search.strategy} / {cfg.search.evaluator}"],
         ["trials (complete / all)", f"{len(run.complete)} / {len(run.trials)}"],
-        ["teacher held-out top-1", (run.teacher or {}).get("val_acc")],
+        ["teacher held-out top-1", run.teacher_acc],
         ["student held-out top-1", s.get("val_acc")],
         ["student MMACs", s.get("mmacs")],
         ["student latency ms (onnx, validated)", onnx.get("latency_ms")],
@@ -115,11 +120,12 @@ def search(run: RunFiles) -> str:
     if not run.trials:
         return _missing("no search records yet (search/trials.json)")
     done = run.complete
-    pick = (run.best or {}).get("trial")
+    best = run.result.best if run.result else None
+    pick = best["trial"] if best else None
     parts = []
     if run.reward:
-        parts.append(f'<p class="note">reward target {run.reward["target"]:.4g} ({run.reward["metric"]}, '
-                     f'{run.reward["constraint"]} constraint); the pick (trial {pick}) is marked.</p>')
+        parts.append(f'<p class="note">reward target {run.reward.target:.4g} ({run.reward.metric}, '
+                     f'{run.reward.constraint} constraint); the pick (trial {pick}) is marked.</p>')
     if done:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
         for ax, key, label in zip(axes, ("reward", "acc", "latency_ms"), ("reward", "mini-val accuracy",
@@ -127,8 +133,8 @@ def search(run: RunFiles) -> str:
             xs, ys = [t["trial"] for t in done], [t.get(key) for t in done]
             ax.plot(xs, ys, "o", ms=4, color="tab:blue", label="trial")
             if key == "reward":
-                best = [max(ys[: i + 1]) for i in range(len(ys))]
-                ax.step(xs, best, where="post", color="tab:green", label="best so far")
+                so_far = [max(ys[: i + 1]) for i in range(len(ys))]
+                ax.step(xs, so_far, where="post", color="tab:green", label="best so far")
             ax.plot([t["trial"] for t in done if t["trial"] == pick], [t.get(key) for t in done if t["trial"] == pick],
                     "*", ms=14, color="tab:red", label="pick")
             ax.set_xlabel("trial")
@@ -138,11 +144,11 @@ def search(run: RunFiles) -> str:
         fig, ax = plt.subplots(figsize=(6, 4))
         metric = "latency_ms" if all(t.get("latency_ms") is not None for t in done) else "mmacs"
         ax.plot([t[metric] for t in done], [t["acc"] for t in done], "o", ms=4, alpha=0.6, label="trial")
-        front = sorted(run.pareto, key=lambda t: t[metric])
+        front = sorted(run.result.pareto if run.result else [], key=lambda t: t[metric])
         ax.step([t[metric] for t in front], [t["acc"] for t in front], where="post", color="tab:orange",
                 label="Pareto front")
-        if run.best:
-            ax.plot([run.best[metric]], [run.best["acc"]], "*", ms=16, color="tab:red", label="pick")
+        if best:
+            ax.plot([best[metric]], [best["acc"]], "*", ms=16, color="tab:red", label="pick")
         ax.set_xlabel(metric.replace("_", " "))
         ax.set_ylabel("mini-val accuracy")
         ax.legend(fontsize=8)
@@ -202,16 +208,16 @@ def distillation(run: RunFiles) -> str:
 
     if not run.curves:
         return _missing("no distillation curves yet (student/curves.json)")
-    epochs = [c["epoch"] for c in run.curves]
+    epochs = [c.epoch for c in run.curves]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.5))
-    a.plot(epochs, [c.get("eval_acc") for c in run.curves], "o-", label="student, held-out")
-    a.plot(epochs, [c["metrics"].get("acc") for c in run.curves], "--", label="student, training batches")
-    if run.teacher:
-        a.axhline(run.teacher["val_acc"], color="tab:red", label="teacher, held-out")
+    a.plot(epochs, [c.eval_acc for c in run.curves], "o-", label="student, held-out")
+    a.plot(epochs, [c.metrics.get("acc") for c in run.curves], "--", label="student, training batches")
+    if run.teacher_acc is not None:
+        a.axhline(run.teacher_acc, color="tab:red", label="teacher, held-out")
     a.set_xlabel("epoch")
     a.set_ylabel("top-1")
     a.legend(fontsize=8)
-    b.plot(epochs, [c["metrics"].get("loss") for c in run.curves], "o-")
+    b.plot(epochs, [c.loss for c in run.curves], "o-")
     b.set_xlabel("epoch")
     b.set_ylabel("training loss")
     s = run.student or {}
@@ -246,15 +252,15 @@ def bundle(run: RunFiles) -> str:
     m = run.manifest
     if not m:
         return _missing("not packaged yet (bundle/)")
-    rows = [["name / version", f"{m['name']} {m['version']}"], ["created", m.get("created")],
-            ["arch id", m.get("arch_id")], ["device", (m.get("device") or {}).get("fingerprint")]]
+    rows = [["name / version", f"{m.name} {m.version}"], ["created", m.created], ["arch id", m.arch_id],
+            ["device", m.device.get("fingerprint")]]
     for archive in run.archives:
         digest = archive.with_name(archive.name + ".sha256")
         sig = archive.with_name(archive.name + ".sig")
         rows.append([archive.name, digest.read_text().split()[0] if digest.is_file() else "no .sha256"])
         rows.append([f"{archive.name} signature", "signed (.sig)" if sig.is_file() else "unsigned"])
-    rows += [[f"versions: {k}", v] for k, v in (m.get("versions") or {}).items()]
-    files = [[name, digest] for name, digest in (m.get("files") or {}).items()]
+    rows += [[f"versions: {k}", v] for k, v in m.versions.items()]
+    files = [[name, digest] for name, digest in m.files.items()]
     return _table(["bundle", ""], rows) + _table(["file", "sha256"], files)
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 
-from edgekd.core.config import write_json
+from edgekd.core.config import read_json, write_json
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.data import SplitArray
@@ -178,6 +178,11 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> Va
     if not report["passed"]:
         raise ValidationFailed(_failure_message(report, out / "report.md"))
     return report
+
+
+def read_validation(out_dir: Path) -> ValidationReport:
+    """The validation stage's report (validation/report.json)."""
+    return read_json(out_dir / "report.json")
 
 
 def dominated(formats: dict[str, FormatReport]) -> dict[str, str]:

@@ -47,7 +47,8 @@ def _extract(bundle: Path, into: Path) -> Path:
     return folders[0]
 
 
-def _manifest(root: Path) -> Manifest:
+def read_manifest(root: Path) -> Manifest:
+    """The manifest of the bundle folder ``root``, checked against the bundle schema."""
     path = root / "manifest.json"
     if not path.is_file():
         raise BundleError(f"{root.name}/manifest.json is missing")
@@ -102,7 +103,7 @@ def verify(bundle: Path, device: NamedDevice, max_latency_drift: float | None = 
         check_signature(bundle, public_key, signature)
     with scratch_dir("verify") as tmp:
         root = _extract(bundle, Path(tmp))
-        manifest = _manifest(root)
+        manifest = read_manifest(root)
         _check_files(root, manifest)
         sample = _reference(root, manifest)
         ref_acc = float((sample["pytorch_logits"].argmax(1) == sample["labels"]).mean())

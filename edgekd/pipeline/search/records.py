@@ -100,6 +100,11 @@ def read_records(out_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+def read_reward(out_dir: Path) -> Reward:
+    """The reward the search in ``out_dir`` was run with (reward.json)."""
+    return Reward(**read_json(out_dir / "reward.json"))
+
+
 def read_result(out_dir: Path) -> SearchResult:
     """What the search in ``out_dir`` found, as ``edgekd search`` left it (best.json and trials.json)."""
     best_path = out_dir / "best.json"
