@@ -1,15 +1,15 @@
 """AKD's Table 5 in kind on the `glyphs` task: does a KD-guided search find students that distill better?
 
-Two searches of the `mnas` space (width 0.5) on `glyphs:2` at 16x16 (47 characters; the held-out split is
-fonts never seen in training), with the same teacher, strategy, seed and latency target on this host's CPU:
-one rates candidates by KD proxy training (AKD's KD-guided search), the other by hard-label proxy training (a
-conventional search). Then `edgekd ablate`: the --top students of each search are each trained with hard labels
-and with distillation, --seeds training seeds each, and scored on the held-out fonts. Printed: the "searched by
-x trained by" table with 95% intervals, and the difference between the two searches' students under each
-training with Welch's interval. Ends with one line of JSON: {"table", "intervals", "differences", "top",
-"seeds", "trials"}.
+Two searches of the `mnas` space (width 0.5) on `glyphs:1` at 16x16 (47 characters, one rendering per font and
+character; the held-out split is fonts never seen in training), with the same teacher, strategy, seed and
+latency target on this host's CPU: one rates candidates by KD proxy training (AKD's KD-guided search), the
+other by hard-label proxy training (a conventional search). Then `edgekd ablate`: the --top students of each
+search are each trained with hard labels and with distillation, --seeds training seeds each, and scored on the
+held-out fonts. Printed: the "searched by x trained by" table with 95% intervals, and the difference between
+the two searches' students under each training with Welch's interval. Ends with one line of JSON: {"table",
+"intervals", "differences", "top", "seeds", "trials"}.
 
-    python benchmarks/kd_search.py [--trials 10] [--top 1] [--seeds 2] [--epochs 10]   # about 40 min on a core
+    python benchmarks/kd_search.py [--data glyphs:1] [--trials 8] [--top 1] [--seeds 2] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10, help="trials of each search")
+    parser.add_argument("--data", default="glyphs:1", help="the task (glyphs:N: N renderings per font and character)")
+    parser.add_argument("--trials", type=int, default=8, help="trials of each search")
     parser.add_argument("--strategy", default="rl", help="search strategy of both searches (AKD's is RL)")
     parser.add_argument("--top", type=int, default=1, help="students taken from each search")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds of each student and training")
@@ -44,7 +45,7 @@ def main() -> None:
     runs = {}
     for training in ("kd", "ce"):
         cfg = RunConfig.model_validate({
-            "name": f"search-{training}", "data": "glyphs:2", "resolution": 16, "mini_val_fraction": 0.3,
+            "name": f"search-{training}", "data": args.data, "resolution": 16, "mini_val_fraction": 0.3,
             "distill": TrainConfig(epochs=args.epochs, batch_size=64, lr=1e-2).model_dump(),
             "search": {"space": "mnas", "space_width": 0.5, "strategy": args.strategy, "trials": args.trials,
                        "proxy": proxy, "reward_training": training}})
