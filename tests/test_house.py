@@ -128,7 +128,7 @@ def format_contract(name, fmt, tmp_path, fast_device):
 
 
 def source_contract(name, read, tmp_path, write_cifar, write_image_tree):
-    specs = {"digits": "digits", "synthetic": "synthetic"}
+    specs = {"digits": "digits", "synthetic": "synthetic", "glyphs": "glyphs:1"}
     if name == "cifar10":
         write_cifar(tmp_path / "cifar")
         specs[name] = f"cifar10:{tmp_path / 'cifar'}"
