@@ -3,8 +3,9 @@
 `--table digits` (the default): every architecture of a reduced `mnas` space (the quick-start space, digits at
 16x16, width 0.25, with all but five decisions fixed: 3^5 = 243 architectures). `--table glyphs`: the same
 space on the harder `glyphs` task (47 characters rendered from the installed fonts, 2 renderings each, at
-16x16, mini-val 30% of train; width 0.5, KD proxy at learning rate 0.01), four decisions free (3^4 = 81
-architectures); add seeds with `--seed 1`, `--seed 2`, ... (about 40 minutes each on this 2-core machine).
+16x16, mini-val 30% of train; width 0.5, KD proxy at learning rate 0.01), four decisions free (s1_kernel,
+s3_layers, s3_width, s5_op: 3^4 = 81 architectures); add seeds with `--seed 1`, `--seed 2`, ... (about 30 minutes
+each on this 2-core machine).
 Each architecture is measured on this host's CPU (the shipped `host-cpu` device) and trained with the KD proxy
 (AKD: distillation from the task's teacher on mini-train, AdamW, warm-up then cosine) for --epochs, with its
 mini-val accuracy recorded after every epoch. A table is written once to benchmarks/data/<table>.json; an
@@ -15,7 +16,7 @@ training noise that a single proxy run carries. Building over an existing table 
 proxy, say) retrains every curve and keeps its measured latencies.
 
     python benchmarks/search_table.py [--table digits|glyphs] [--epochs E] [--shard K/N] [--seed S]
-    # digits: about 40 minutes on one core; glyphs: about 40 minutes per seed on both cores
+    # digits: about 40 minutes on one core; glyphs: about 30 minutes per seed on both cores
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class Table:
 TABLES = {t.name: t for t in (
     Table("search_table", "digits", 10, ("s1_kernel", "s2_op", "s3_layers", "s3_width", "s5_op"), 9,
           description="digits 16x16, mini-train 1149 / mini-val 288 images"),
-    Table("search_table_glyphs", "glyphs:2", 47, ("s2_op", "s3_layers", "s3_width", "s5_op"), 8, 0.3, 0.5, 1e-2,
+    # s1_kernel rather than s2_op: a stage-2 expansion of 3 or 6 made a training 3-8 times slower, too slow for
+    # several seeds of every row on this machine
+    Table("search_table_glyphs", "glyphs:2", 47, ("s1_kernel", "s3_layers", "s3_width", "s5_op"), 8, 0.3, 0.5, 1e-2,
           description="glyphs:2 16x16 (47 classes, 47 fonts), mini-train 2237 / mini-val 959 images"),
 )}
 TABLE_OF = {"digits": TABLES["search_table"], "glyphs": TABLES["search_table_glyphs"]}
@@ -147,8 +150,8 @@ def build(table: Table, epochs: int, shard: int = 0, shards: int = 1, seed: int 
     from edgekd.latency_models.flops import count_macs_params
 
     rows = []
-    for spec in specs:
-        row = done[spec.id]
+    for spec, ms in zip(specs, latencies, strict=True):
+        row = done[spec.id] | {"latency_ms": ms}  # every row timed in this one session (a resumed row may not be)
         row["mmacs"] = count_macs_params(build_model(spec), spec.input_shape)[0]
         rows.append(row)
     table.path.write_text(json.dumps({

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from torch import nn
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import LocalDevice, NamedDevice
+from edgekd.core.errors import ConfigError
 from edgekd.core.registry import Registry
 from edgekd.runtime.ort import Runner, open_onnx
 
-__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "get_exporter", "get_format", "open_in_onnxruntime",
-           "register_format"]
+__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "calibration_images", "get_exporter", "get_format",
+           "open_in_onnxruntime", "register_format"]
 
 
 class Exporter(Protocol):
@@ -43,7 +45,7 @@ class ExportFormat:
 
 FORMATS: Registry[ExportFormat] = Registry(
     "formats", "export format",
-    tuple(f"edgekd.exporters.{m}" for m in ("onnx", "onnx_int8", "ort_mobile", "tensorrt")))
+    tuple(f"edgekd.exporters.{m}" for m in ("onnx", "onnx_int8", "ort_mobile", "tensorrt", "litert", "executorch")))
 
 
 def register_format(name: str, open: Callable[[Path, NamedDevice], Runner], runtime: Callable[[], str]):
@@ -70,3 +72,10 @@ def open_in_onnxruntime(path: Path, device: NamedDevice) -> Runner:
     """An ONNX model in ONNX Runtime on this host, with the device's threads (and provider, for ``local`` ones)."""
     d = device.spec
     return open_onnx(path, d.threads, d.provider if isinstance(d, LocalDevice) else "cpu")
+
+
+def calibration_images(images: np.ndarray | None, fmt: str) -> np.ndarray:
+    """``images`` (``options['calibration']``) as float32 NCHW; ConfigError when a quantized format got none."""
+    if images is None or len(images) == 0:
+        raise ConfigError(f"{fmt} needs calibration images (options['calibration'], float32 NCHW)")
+    return np.ascontiguousarray(images, dtype=np.float32)

@@ -33,9 +33,8 @@ from onnxruntime.quantization import (
 from torch import nn
 
 from edgekd.core.arch import ArchSpec
-from edgekd.core.errors import ConfigError
 from edgekd.core.scratch import scratch_dir
-from edgekd.exporters import open_in_onnxruntime, register_format
+from edgekd.exporters import calibration_images, open_in_onnxruntime, register_format
 from edgekd.exporters.onnx import fp32_onnx
 from edgekd.runtime.ort import INPUT_NAME, onnxruntime_version
 
@@ -142,15 +141,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray,
                   runtime: Int8Runtime = "onnxruntime") -> Path:
     """Quantize the fp32 ONNX model at ``fp32_path`` to ``out_path`` (QDQ, per-channel), calibrated on images,
     with the settings ``INT8_SCHEMES[runtime]`` of the runtime that will run it."""
-    if calibration is None or len(calibration) == 0:
-        raise ConfigError("int8 quantization needs calibration images (options['calibration'], float32 NCHW)")
+    calibration = calibration_images(calibration, "int8 quantization")
     with scratch_dir("int8") as tmp:
         friendly, prepared = Path(tmp) / "friendly.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(int8_friendly(onnx.load(fp32_path)), friendly)
         quant_pre_process(str(friendly), str(prepared), skip_symbolic_shape=True)
         logging.getLogger("root").setLevel(logging.ERROR)  # the quantizer logs every node it skips
         quantize_static(
-            str(prepared), str(out_path), _Images(np.ascontiguousarray(calibration, dtype=np.float32)),
+            str(prepared), str(out_path), _Images(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, **INT8_SCHEMES[runtime],
         )

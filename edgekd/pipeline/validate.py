@@ -29,7 +29,7 @@ from edgekd.train import predict_logits
 
 LOGIT_TOLERANCE = 1e-3
 """Largest |logit difference| from PyTorch accepted for the fp32 formats."""
-EXACT_FORMATS = ("onnx", "ort")
+EXACT_FORMATS = ("onnx", "ort", "tflite", "executorch")
 """Formats held to LOGIT_TOLERANCE: the fp32 model unchanged (reduced-precision formats are held to their accuracy
 drop only)."""
 TIMED_AS_SEARCHED = "onnx"

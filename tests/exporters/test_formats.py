@@ -1,6 +1,9 @@
 """Every export format runs in its own runtime and agrees with the PyTorch student it came from."""
 
+import importlib
 import json
+import re
+import sys
 from collections import Counter
 
 import numpy as np
@@ -168,15 +171,87 @@ def test_int8_for_tensorrt_is_symmetric_signed_and_agrees_in_onnx_runtime(traine
     assert m["top1_agreement"] >= 0.95
 
 
-def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8", "executorch-int8"])
+def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path, fmt):
     model, spec, *_ = trained
-    with pytest.raises(ConfigError, match="calibration"):
-        get_format("onnx-int8").export(model, spec, tmp_path, {})
+    with pytest.raises(ConfigError, match="needs calibration images"):
+        get_format(fmt).export(model, spec, tmp_path, {})
 
 
 def test_unknown_format_names_the_available_ones():
-    with pytest.raises(ConfigError, match="onnx-int8"):
-        get_format("tflite")
+    with pytest.raises(ConfigError, match="tflite-int8"):
+        get_format("coreml")
+
+
+def _missing(module: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return f"{module} is not installed (extra {'litert' if 'litert' in module else 'executorch'})"
+    return None
+
+
+PHONE_FORMATS = [  # format, file, FlatBuffers identifier, module it needs, max |logit diff|, min agreement
+    ("tflite", "model.tflite", b"TFL3", "litert_torch", 1e-4, 1.0),
+    ("tflite-int8", "model-int8.tflite", b"TFL3", "litert_torch", None, 0.95),
+    ("executorch", "model.pte", b"ET12", "executorch.exir", 1e-4, 1.0),
+    ("executorch-int8", "model-int8.pte", b"ET12", "executorch.exir", None, 0.95),
+]
+
+
+@pytest.fixture(scope="module")
+def phone_export(trained, tmp_path_factory):
+    """Each phone format exported once per module: (path, logits, metrics) by format."""
+    done = {}
+
+    def export(fmt):
+        if fmt not in done:
+            done[fmt] = _export(fmt, trained, tmp_path_factory.mktemp(fmt))
+        return done[fmt]
+
+    return export
+
+
+@pytest.mark.parametrize("fmt, name, ident, module, max_diff, min_agreement", [
+    pytest.param(*f, marks=pytest.mark.skipif(_missing(f[3]) is not None, reason=str(_missing(f[3]))))
+    for f in PHONE_FORMATS])
+def test_phone_formats_run_in_their_own_runtime_and_agree(trained, phone_export, fmt, name, ident, module, max_diff,
+                                                          min_agreement):
+    path, logits, m = phone_export(fmt)
+    assert path.name == name and path.read_bytes()[4:8] == ident
+    *_, images, labels, ref, _ = trained
+    assert logits.shape == ref.shape  # the whole held-out split in batches: any batch size runs
+    if max_diff is None:  # int8: the cost is real (logits moved) and measured, and small
+        assert m["max_abs_logit_diff"] > 0 and (ref.argmax(1) == labels).mean() - m["acc"] <= 0.03
+    else:
+        assert m["max_abs_logit_diff"] <= max_diff
+    assert m["top1_agreement"] >= min_agreement
+    report = validate_artifact(fmt, path, images, ref, labels, HOST, None)
+    assert report["runtime"] == get_format(fmt).runtime() and report["latency_ms"] > 0
+    assert report["runtime"].split("-")[0] in ("ai", "executorch")
+
+
+@pytest.mark.skipif(_missing("litert_torch") is not None, reason=str(_missing("litert_torch")))
+def test_tflite_int8_takes_and_gives_int8_as_phone_kernels_want(phone_export):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path, _, _ = phone_export("tflite-int8")
+    interpreter = Interpreter(model_path=str(path))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8 and {"CONV_2D", "DEPTHWISE_CONV_2D"} <= ops
+    weights = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8 and len(t["shape"]) == 4]
+    assert any(len(t["quantization_parameters"]["scales"]) > 1 for t in weights)  # per-channel
+
+
+@pytest.mark.parametrize("module, fmt, package, extra", [("ai_edge_litert", "tflite", "LiteRT", "litert"),
+                                                         ("executorch", "executorch", "ExecuTorch", "executorch")])
+def test_a_missing_phone_runtime_is_a_clear_error(tmp_path, monkeypatch, module, fmt, package, extra):
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import
+    (tmp_path / "m").write_bytes(b"")
+    with pytest.raises(DeviceError, match=re.escape(f"{package} is not installed: pip install 'edgekd[{extra}]'")):
+        get_format(fmt).open(tmp_path / "m", HOST)
 
 
 def _tensorrt_missing() -> str | None:

@@ -1,0 +1,72 @@
+"""``executorch`` / ``executorch-int8``: ExecuTorch programs (``.pte``) lowered to the XNNPACK delegate.
+
+The model is captured by ``torch.export`` at batch 1, as a phone runs it (ExecuTorch 1.5 plans a dynamic
+batch axis's memory for a few images only, whatever its bound), and lowered with ExecuTorch's XNNPACK
+partitioner; int8 is static PT2E quantization with ExecuTorch's XNNPACK quantizer
+(symmetric, per-channel weights) calibrated on ``options['calibration']``. Both run in ExecuTorch's Python
+runtime (edgekd.runtime.executorch); on a phone, ExecuTorch's runner runs the same file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.core.arch import ArchSpec
+from edgekd.core.devices import NamedDevice
+from edgekd.core.errors import DeviceError
+from edgekd.exporters import calibration_images, register_format
+from edgekd.runtime.executorch import INSTALL_HINT, executorch_version, open_pte
+from edgekd.runtime.ort import Runner
+
+
+def open_executorch(path: Path, device: NamedDevice) -> Runner:
+    """An ExecuTorch program on this host, with the device's threads."""
+    return open_pte(path, device.spec.threads)
+
+
+def _capture(model: nn.Module, spec: ArchSpec) -> torch.export.ExportedProgram:
+    return torch.export.export(model, (torch.zeros(1, *spec.input_shape),))
+
+
+def _lower(program: torch.export.ExportedProgram, path: Path) -> Path:
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError as exc:
+        raise DeviceError(f"ExecuTorch is not installed: {INSTALL_HINT}") from exc
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lowered.buffer)
+    return path
+
+
+@register_format("executorch", open_executorch, executorch_version)
+def executorch_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
+    """``model.pte``: the fp32 model, XNNPACK-delegated."""
+    return _lower(_capture(copy.deepcopy(model).cpu().eval(), spec), out_dir / "model.pte")
+
+
+@register_format("executorch-int8", open_executorch, executorch_version)
+def executorch_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
+    """``model-int8.pte``: static int8 for XNNPACK (per-channel symmetric weights), calibrated on training images."""
+    images = torch.from_numpy(calibration_images(options.get("calibration"), "executorch-int8"))
+    try:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as exc:
+        raise DeviceError(f"ExecuTorch is not installed: {INSTALL_HINT}") from exc
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    with torch.no_grad():
+        graph = prepare_pt2e(_capture(copy.deepcopy(model).cpu().eval(), spec).module(), quantizer)
+        for image in images:
+            graph(image[None])
+        quantized = convert_pt2e(graph)
+    return _lower(_capture(quantized, spec), out_dir / "model-int8.pte")
