@@ -108,13 +108,15 @@ RUNTIME_OPTIONS: list[Option] = [
 ]
 EXPORT_OPTIONS: list[Option] = [
     ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, ort (ONNX Runtime's "
-     "mobile format), tensorrt, "
-     "tensorrt-fp16, tensorrt-int8 (TensorRT engines: on this host's GPU, or with an ssh --device built and run "
-     "on the board by its trtexec)"),
+     "mobile format), tflite, tflite-int8 (LiteRT, extra litert), executorch, executorch-int8 (XNNPACK-delegated "
+     ".pte, extra executorch), tensorrt, tensorrt-fp16, tensorrt-int8 (TensorRT engines: on this host's GPU, or "
+     "with an ssh --device built and run on the board by its trtexec); or auto: every format whose runtime is "
+     "installed, the bundle keeping those that pass and that no other beats (faster, as accurate) on the device"),
     ("opset", "export.opset", int, "ONNX opset"),
     ("calibration_images", "export.calibration_images", int, "Training images calibrating int8 formats"),
     ("max_accuracy_drop", "export.max_accuracy_drop", dict, "FORMAT=POINTS: largest top-1 drop from PyTorch "
-     "allowed for FORMAT (repeatable) [defaults: onnx=0, onnx-fp16=0.5, onnx-int8=1]"),
+     "allowed for FORMAT (repeatable) [defaults: 0 for fp32 ONNX, ort, tflite, executorch; 0.5 for fp16 and "
+     "TensorRT; 1 for int8]"),
     ("max_latency_drift", "export.max_latency_drift", float, "Largest relative drift of the fp32 model's "
      "latency from the latency model's figure, e.g. 0.25 [default: not checked]"),
 ]

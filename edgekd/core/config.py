@@ -139,10 +139,16 @@ class SearchConfig(_Model):
         return self
 
 
+AUTO_FORMATS = "auto"
+"""``export.formats`` of one word: every format whose runtime is installed is exported and validated, and the
+bundle keeps those that pass and that no other beats on the device (faster and at least as accurate)."""
+
+
 class ExportConfig(_Model):
     """Export, validation and packaging. These settings may change between calls of ``edgekd export``."""
 
     formats: tuple[str, ...] = ("onnx", "onnx-int8")
+    """Formats to export, or ``("auto",)`` (AUTO_FORMATS)."""
     opset: Annotated[int, Field(ge=13, le=30)] = 18
     onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
     simplify: bool = True
@@ -166,6 +172,8 @@ class ExportConfig(_Model):
     def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("give at least one format (e.g. onnx): a bundle without a model gates nothing")
+        if AUTO_FORMATS in value and len(value) > 1:
+            raise ValueError(f"{AUTO_FORMATS!r} chooses the formats itself: give it alone")
         return value
 
 

@@ -104,6 +104,14 @@ class SshDevice(DeviceEntry):
     export formats build their engines there, since an engine only runs on the GPU that built it."""
 
 
+AdbTool = Literal["onnxruntime_perf_test", "benchmark_model", "executor_runner"]
+ADB_TOOL_FORMATS: dict[str, tuple[str, str]] = {
+    "onnxruntime_perf_test": ("onnx", "onnx-int8"), "benchmark_model": ("tflite", "tflite-int8"),
+    "executor_runner": ("executorch", "executorch-int8")}
+"""The formats each phone tool times, (fp32, int8): ONNX Runtime's perf test, LiteRT's benchmark_model and
+ExecuTorch's executor_runner (built with the XNNPACK delegate)."""
+
+
 @DEVICE_KINDS.register("adb")
 class AdbDevice(DeviceEntry):
     """An Android phone over adb: the model is pushed and a benchmark binary on the phone runs it."""
@@ -111,11 +119,31 @@ class AdbDevice(DeviceEntry):
     kind: Literal["adb"]
     serial: str | None = None
     """adb serial (``adb devices``); needed when several phones are attached."""
-    tool: Literal["onnxruntime_perf_test", "benchmark_model"]
+    tool: AdbTool
+    """The tool that times the searched candidates (in its format: ADB_TOOL_FORMATS)."""
     binary: str
     """Path of the tool on the phone, e.g. /data/local/tmp/onnxruntime_perf_test."""
+    variant: Literal["fp32", "int8"] = "fp32"
+    """Which model of the tool's format the search times: fp32, or its static int8 quantization."""
+    tools: dict[AdbTool, str] = {}
+    """Other tools on the phone by path: validation times each exported format with the tool that runs it."""
+    affinity_mask: Annotated[str, Field(pattern=r"^(0x)?[0-9a-fA-F]+$")] | None = None
+    """Hexadecimal CPU mask the tools run under (``taskset``), e.g. f0 for the big cores 4-7 of many phones."""
+    cooldown_s: Annotated[float, Field(ge=0, le=600)] = 0.0
+    """Seconds the phone idles before each model is timed: a hot phone throttles (the top source of bad phone
+    numbers); its temperature and governor are recorded with every measurement."""
     remote_dir: str = "/data/local/tmp/edgekd"
     timeout_s: Annotated[float, Field(gt=0)] = 300
+
+    @property
+    def timed_format(self) -> str:
+        """The export format the search times on the phone."""
+        return ADB_TOOL_FORMATS[self.tool][self.variant == "int8"]
+
+    @property
+    def binaries(self) -> dict[str, str]:
+        """Every tool of the entry, by name: its path on the phone."""
+        return {**self.tools, self.tool: self.binary}
 
 
 @DEVICE_KINDS.register("tensorrt")

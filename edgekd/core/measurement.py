@@ -40,6 +40,8 @@ class Measurement:
     """Whether the requested precision was reached within the time budget."""
     redone: int = 0
     """Times this measurement was redone because the host drifted beyond the device's bound during it."""
+    conditions: dict[str, str] | None = None
+    """The device's state read right after the measurement (temperature, governor, load: runtime.conditions)."""
 
     @property
     def spread_ms(self) -> float:

@@ -19,12 +19,12 @@ from torch import nn
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import LocalDevice, NamedDevice
-from edgekd.core.errors import ConfigError
+from edgekd.core.errors import ConfigError, EdgeKDError
 from edgekd.core.registry import Registry
 from edgekd.runtime.ort import Runner, open_onnx
 
-__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "calibration_images", "get_exporter", "get_format",
-           "open_in_onnxruntime", "register_format"]
+__all__ = ["FORMATS", "ExportFormat", "Exporter", "Runner", "available_formats", "calibration_images", "get_exporter",
+           "get_format", "open_in_onnxruntime", "register_format"]
 
 
 class Exporter(Protocol):
@@ -61,6 +61,19 @@ def register_format(name: str, open: Callable[[Path, NamedDevice], Runner], runt
 def get_format(name: str) -> ExportFormat:
     """The format registered as ``name`` (``onnx``, ``onnx-fp16``, ``onnx-int8``, ``tensorrt``...)."""
     return FORMATS.get(name)
+
+
+def available_formats() -> list[str]:
+    """The formats whose runtime is installed here (what ``--formats auto`` exports): the optional extras'
+    formats only with their extra, TensorRT's only with TensorRT and a GPU."""
+    found = []
+    for name, fmt in FORMATS.items():
+        try:
+            fmt.runtime()
+        except EdgeKDError:
+            continue
+        found.append(name)
+    return found
 
 
 def get_exporter(name: str) -> Exporter:

@@ -1,7 +1,9 @@
-"""Measured latency: each architecture exported to ONNX and timed on its device, cached on disk."""
+"""Measured latency: each architecture exported in the format its device times (ONNX, or a phone tool's LiteRT or
+ExecuTorch model) and timed on the device, cached on disk."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -11,12 +13,14 @@ from torch import nn
 
 from edgekd.core.arch import ArchSpec, BlockSpec, build
 from edgekd.core.devices import MeasurementProtocol, NamedDevice
+from edgekd.core.errors import EdgeKDError
 from edgekd.core.measurement import Measurement
 from edgekd.core.scratch import scratch_dir
+from edgekd.exporters import get_format
 from edgekd.exporters.onnx import export_onnx, to_fp16
 from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.latency_models.cache import MeasurementCache
-from edgekd.runtime import backend_for, measure_against
+from edgekd.runtime import backend_for, device_conditions, measure_against
 from edgekd.runtime.protocol import Interleaved, settings_of, to_measurement
 
 
@@ -30,8 +34,22 @@ def reference_arch(input_shape: tuple[int, ...]) -> ArchSpec:
                     stem_stride=2 if h >= 64 else 1, name="reference")
 
 
+ONNX_VARIANTS = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}
+
+
+def timed_format(device: NamedDevice) -> str:
+    """The export format ``device`` times: its entry's own (a phone tool's), else ONNX in the entry's variant."""
+    return getattr(device.spec, "timed_format", None) or ONNX_VARIANTS[getattr(device.spec, "variant", "fp32")]
+
+
+def _random_images(spec: ArchSpec) -> np.ndarray:
+    # Latency does not depend on the calibrated ranges: random images calibrate a timed int8 model.
+    return np.random.default_rng(0).standard_normal((16, *spec.input_shape), dtype=np.float32)
+
+
 class MeasuredLatency:
-    """LatencyModel of a measurable device: export each architecture to ONNX and time it, caching on disk.
+    """LatencyModel of a measurable device: export each architecture in the device's format and time it, caching
+    on disk (the device's state, read after each timing call, is kept with each measurement).
 
     With the ``interleaved`` protocol each model is timed against ``reference_arch`` (its calibrated latency
     measured once per device and cached), and the session tracks the reference's own speed: a measurement
@@ -51,12 +69,24 @@ class MeasuredLatency:
         return self.device.spec.protocol
 
     def measure_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Measurement:
-        """Time any module (a torchvision teacher, say) on this device; not cached."""
+        """Time any module (a torchvision teacher, say) on this device, as ONNX; not cached."""
         with scratch_dir("lat") as tmp:
             return self.measure_onnx(export_onnx(model, input_shape, Path(tmp) / "model.onnx"), input_shape)
 
+    def times(self, path: Path) -> bool:
+        """Whether the device times model files like ``path`` itself (ONNX, or what a phone's tools run)."""
+        tool_for = getattr(self.backend, "tool_for", None)
+        if tool_for is None:
+            return path.suffix == ".onnx"
+        try:
+            tool_for(path)
+        except EdgeKDError:
+            return False
+        return True
+
     def measure_onnx(self, path: Path, input_shape: tuple[int, ...]) -> Measurement:
-        """Time the ONNX file at ``path`` with the device's protocol; not cached."""
+        """Time the model file at ``path`` (ONNX, or any file ``times`` accepts) with the device's protocol; not
+        cached."""
         return self._measure_files([path], input_shape)[0]
 
     def measure(self, spec: ArchSpec) -> Measurement:
@@ -92,7 +122,7 @@ class MeasuredLatency:
         protocol = protocol or self.protocol
         if protocol.kind == "median":
             if hasattr(self.backend, "measure_many"):
-                return self.backend.measure_many(paths)
+                return self._with_conditions(self.backend.measure_many(paths))
             return [self.backend.measure_onnx(p, input_shape) for p in paths]
         reference, reference_ms = self.reference(input_shape)
         settings = settings_of(protocol)
@@ -108,8 +138,13 @@ class MeasuredLatency:
             self.session_reference.append(results[i].reference_ms)
         s = self.device.spec
         affinity = sorted(s.affinity) if getattr(s, "affinity", None) else None
-        return [to_measurement(r, reference_ms, s.threads, s.batch_size, self.backend.runtime, affinity, n)
-                for r, n in zip(results, redone, strict=True)]
+        runtime = getattr(self.backend, "runtime_for", lambda _: self.backend.runtime)
+        return self._with_conditions([to_measurement(r, reference_ms, s.threads, s.batch_size, runtime(p), affinity, n)
+                                      for r, n, p in zip(results, redone, paths, strict=True)])
+
+    def _with_conditions(self, measured: list[Measurement]) -> list[Measurement]:
+        state = device_conditions(self.backend) or None
+        return [m if m.conditions else dataclasses.replace(m, conditions=state) for m in measured]
 
     def _drifted(self, result: Interleaved, bound: float) -> bool:
         """Whether the reference moved beyond ``bound`` during ``result``, or away from this session's level."""
@@ -124,11 +159,16 @@ class MeasuredLatency:
         """The reference model's file for ``input_shape`` and its calibrated latency on this device (timed alone
         once, ``median`` protocol, then cached)."""
         spec = reference_arch(input_shape)
-        path = self.folder / "references" / f"{spec.id}-{getattr(self.device.spec, 'variant', 'fp32')}.onnx"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # renamed whole: never read half-written
-                os.replace(self._export(spec, Path(tmp)), path)
+        refs, stem = self.folder / "references", f"{spec.id}-{timed_format(self.device)}"
+        found = sorted(refs.glob(f"{stem}.*"))
+        if found:
+            path = found[0]
+        else:
+            refs.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=refs) as tmp:  # renamed whole: never read half-written
+                exported = self._export(spec, Path(tmp))
+                path = refs / f"{stem}{exported.suffix}"
+                os.replace(exported, path)
         key = self.device.fingerprint
         calibrated = self.cache.get(f"reference:{spec.id}", key, self.backend.runtime)
         if calibrated is None:
@@ -138,15 +178,17 @@ class MeasuredLatency:
         return path, calibrated.median_ms
 
     def _export(self, spec: ArchSpec, folder: Path) -> Path:
-        """The ONNX file timed for ``spec``: fp32, or the device entry's fp16 / int8 variant of it."""
+        """The model file timed for ``spec``, in the device's format (timed_format)."""
+        fmt = timed_format(self.device)
+        if fmt not in ONNX_VARIANTS.values():
+            exported = get_format(fmt).export(build(spec).eval(), spec, folder / spec.id,
+                                              {"calibration": _random_images(spec), "device": self.device})
+            return exported.rename(folder / f"{spec.id}{exported.suffix}")
         path = export_onnx(build(spec), spec.input_shape, folder / f"{spec.id}.onnx")
-        variant = getattr(self.device.spec, "variant", "fp32")
-        if variant == "fp16":
+        if fmt == "onnx-fp16":
             return to_fp16(path)
-        if variant == "int8":
-            # Latency does not depend on the calibrated ranges: random images calibrate the timed model.
-            images = np.random.default_rng(0).standard_normal((16, *spec.input_shape), dtype=np.float32)
-            return quantize_int8(path, folder / f"{spec.id}-int8.onnx", images)
+        if fmt == "onnx-int8":
+            return quantize_int8(path, folder / f"{spec.id}-int8.onnx", _random_images(spec))
         return path
 
     def latency_ms(self, spec: ArchSpec) -> float:

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from edgekd.core.arch import ArchSpec, build
-from edgekd.core.config import read_json, write_json
+from edgekd.core.config import AUTO_FORMATS, read_json, write_json
 from edgekd.core.errors import DataError, RunStateError
 from edgekd.core.ui import progress
-from edgekd.exporters import get_format
+from edgekd.exporters import available_formats, get_format
 from edgekd.latency_models.flops import count_macs_params
 from edgekd.pipeline.context import RunContext
 from edgekd.pipeline.distill import Student
@@ -35,7 +35,8 @@ def calibration_images(ctx: RunContext) -> torch.Tensor:
 def export_student(ctx: RunContext, student: Student) -> dict[str, Path]:
     """Write one artifact per configured format under export/ (and export/formats.json); returns {format: path}."""
     cfg = ctx.cfg.export
-    formats = [get_format(name) for name in cfg.formats]  # unknown names fail before any work
+    names = available_formats() if cfg.formats == (AUTO_FORMATS,) else cfg.formats
+    formats = [get_format(name) for name in names]  # unknown names fail before any work
     options = {
         "opset": cfg.opset, "exporter": cfg.onnx_exporter, "simplify": cfg.simplify, "device": ctx.device,
         "calibration": calibration_images(ctx).numpy(),

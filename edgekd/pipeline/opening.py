@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.core.config import RunConfig, config_path, read_json, write_json
+from edgekd.core.config import AUTO_FORMATS, RunConfig, config_path, read_json, write_json
 from edgekd.core.devices import get_device
 from edgekd.core.errors import DataError
 from edgekd.core.ui import console
@@ -32,7 +32,8 @@ def check_names(cfg: RunConfig) -> None:
     strategy_factory(cfg.search.strategy)
     evaluator_kind(cfg.search)
     for name in cfg.export.formats:
-        get_format(name)
+        if name != AUTO_FORMATS:
+            get_format(name)
     if cfg.search.storage:
         check_storage(cfg.search.storage)
 

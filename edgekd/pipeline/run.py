@@ -113,14 +113,17 @@ def run_distill(ctx: RunContext, search: SearchResult | None = None) -> Student:
     return student
 
 
-def _validation_summary(title: str, formats: dict[str, dict], teacher: dict | None, extra: dict) -> None:
+def _validation_summary(title: str, report: ValidationReport, extra: dict) -> None:
     rows: dict[str, object] = {}
-    for fmt, f in formats.items():
+    teacher = report["teacher"]
+    for fmt, f in [*report["formats"].items(), *report["left_out"].items()]:
         speed = f", {f['speedup_vs_teacher']:.2f}x vs teacher" if "speedup_vs_teacher" in f else ""
         beaten = f"; slower than {f['dominated_by']} with no accuracy gain" if "dominated_by" in f else ""
+        failed = f"; FAILED: {'; '.join(f['failures'])}" if f["failures"] else ""
+        left = "; left out of the bundle" if fmt in report["left_out"] else ""
         rows[fmt] = (f"top-1 {f['acc']:.4f} (drop {f['acc_drop_points']:.2f} pts), agreement "
                      f"{f['top1_agreement']:.4f}, max |logit diff| {f['max_abs_logit_diff']:.2e}, "
-                     f"{f['latency_ms']:.4f} ms{speed}{beaten}")
+                     f"{f['latency_ms']:.4f} ms{speed}{beaten}{failed}{left}")
     if teacher:
         rows["teacher"] = f"top-1 {teacher['acc']:.4f}, {teacher['latency_ms']:.4f} ms"
     summary(title, rows | extra)
@@ -131,8 +134,7 @@ def run_validate(ctx: RunContext) -> ValidationReport:
     _one_process(ctx, "validate")
     student = load_student(ctx.stage_dir("student"))
     report = validate(ctx, student, exported_files(ctx))
-    _validation_summary("validate", report["formats"], report["teacher"],
-                        {"PyTorch top-1": report["pytorch"]["acc"]})
+    _validation_summary("validate", report, {"PyTorch top-1": report["pytorch"]["acc"]})
     return report
 
 
@@ -149,14 +151,14 @@ def run_export(ctx: RunContext, checkpoint: Path | None = None, sign_key: Path |
         student = adopt_checkpoint(ctx, checkpoint) if checkpoint else load_student(ctx.stage_dir("student"))
     exported = export_student(ctx, student)
     report = validate(ctx, student, exported)
+    exported = {fmt: path for fmt, path in exported.items() if fmt in report["formats"]}  # auto left some out
     bundle = package(ctx, student, exported, report)
     digest = sha256(bundle)
     bundle.with_name(bundle.name + ".sha256").write_text(f"{digest}  {bundle.name}\n")
     signed = {"signature": str(sign(bundle, key))} if key else {}
-    _validation_summary("export", report["formats"], report["teacher"],
-                        {"PyTorch top-1": report["pytorch"]["acc"],
-                         "latency model's figure": f"{report['predicted_latency_ms']:.4f} ms", "bundle": str(bundle),
-                         "bundle sha256": digest, **signed})
+    _validation_summary("export", report, {
+        "PyTorch top-1": report["pytorch"]["acc"], "latency model's figure": f"{report['predicted_latency_ms']:.4f} ms",
+        "bundle": str(bundle), "bundle sha256": digest, **signed})
     return bundle
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 
-from edgekd.core.config import read_json, write_json
+from edgekd.core.config import AUTO_FORMATS, read_json, write_json
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import EdgeKDError, RunStateError, ValidationFailed
 from edgekd.data import SplitArray
@@ -72,6 +72,9 @@ class ValidationReport(TypedDict):
     teacher: dict[str, float] | None
     predicted_latency_ms: float
     formats: dict[str, FormatReport]
+    """The formats kept (all of them, unless ``export.formats`` is auto)."""
+    left_out: dict[str, FormatReport]
+    """With ``export.formats`` auto: the formats that failed their limits or that another format beats."""
     logit_tolerance: float
     max_latency_drift: float | None
     passed: bool
@@ -117,15 +120,16 @@ def validate_artifact(
 ) -> FormatReport:
     """Accuracy, agreement and logit error of one artifact in its runtime, and its latency.
 
-    ONNX files are timed on the device with its protocol (fresh processes here, the board for ssh, the phone for
-    adb: ``latency``, the device's measured latency model), as the search timed candidates, and
-    TensorRT engines of ssh devices by trtexec on the board; other artifacts, or ONNX files for a predictor
-    device, are timed in this process on this host (``latency_where`` says which).
+    Files the device times itself (ONNX; on a phone also what its tools run: ``latency.times``) are timed on the
+    device with its protocol (fresh processes here, the board for ssh, the phone for adb: ``latency``, the
+    device's measured latency model), as the search timed candidates, and TensorRT engines of ssh devices by
+    trtexec on the board; other artifacts, or any file for a predictor device, are timed in this process on this
+    host (``latency_where`` says which).
     """
     spec, d = get_format(fmt), device.spec
     run = spec.open(path, device)
     metrics = compare(run_batched(run, images), ref, labels)
-    if path.suffix == ".onnx" and latency is not None:
+    if latency is not None and latency.times(path):
         m, where = latency.measure_onnx(path, images.shape[1:]), device.name
     elif path.suffix == ".plan" and (board := board_of(device)):
         m, where = Trtexec(board).measure(path, images.shape[1:]), device.name
@@ -167,10 +171,17 @@ def validate(ctx: RunContext, student: Student, exported: dict[str, Path]) -> Va
         formats[fmt] = f
     for fmt, other in dominated(formats).items():
         formats[fmt]["dominated_by"] = other
+    left_out = {}
+    if cfg.formats == (AUTO_FORMATS,):
+        left_out = {fmt: f for fmt, f in formats.items() if f["failures"] or "dominated_by" in f}
+        if len(left_out) == len(formats):
+            raise ValidationFailed(f"no format passed its limits: {_failures(formats)}")
+        formats = {fmt: f for fmt, f in formats.items() if fmt not in left_out}
     report: ValidationReport = {
         "device": ctx.device.name, "device_settings": ctx.device.spec.model_dump(), "n_val": len(labels),
         "pytorch": {"acc": torch_acc}, "teacher": teacher, "predicted_latency_ms": predicted_ms,
-        "formats": formats, "logit_tolerance": LOGIT_TOLERANCE, "max_latency_drift": cfg.max_latency_drift,
+        "formats": formats, "left_out": left_out, "logit_tolerance": LOGIT_TOLERANCE,
+        "max_latency_drift": cfg.max_latency_drift,
         "passed": all(f["passed"] for f in formats.values()),
     }
     write_json(out / "report.json", report)
@@ -187,20 +198,24 @@ def read_validation(out_dir: Path) -> ValidationReport:
 
 def dominated(formats: dict[str, FormatReport]) -> dict[str, str]:
     """Each format that another one beats on this device: at least as accurate and faster beyond the two
-    measurements' spread (the other's p90 below its p10), with the fastest such format. int8 on a CPU without
-    fast int8 kernels is the usual case: slower than fp32 and no more accurate."""
+    measurements' spread (the other's p90 below its p10), with the fastest such format. Only formats timed in
+    the same place compete (an ONNX model timed on the phone and a LiteRT one timed on this host do not). int8 on
+    a CPU without fast int8 kernels is the usual case: slower than fp32 and no more accurate."""
     found = {}
     for fmt, f in formats.items():
         better = [o for o, g in formats.items() if o != fmt and g["acc"] >= f["acc"]
-                  and g["latency_p90_ms"] < f["latency_p10_ms"]]
+                  and g["latency_where"] == f["latency_where"] and g["latency_p90_ms"] < f["latency_p10_ms"]]
         if better:
             found[fmt] = min(better, key=lambda o: formats[o]["latency_ms"])
     return found
 
 
+def _failures(formats: dict[str, FormatReport]) -> str:
+    return "; ".join(f"{fmt}: {', '.join(f['failures'])}" for fmt, f in formats.items() if f["failures"])
+
+
 def _failure_message(report: ValidationReport, where: Path) -> str:
-    bad = "; ".join(f"{fmt}: {', '.join(f['failures'])}" for fmt, f in report["formats"].items() if f["failures"])
-    return f"validation failed ({bad}); see {where}"
+    return f"validation failed ({_failures(report['formats'])}); see {where}"
 
 
 def report_markdown(report: ValidationReport) -> str:
@@ -216,11 +231,14 @@ def report_markdown(report: ValidationReport) -> str:
               "else the 10th-90th percentile of its runs.",
               "", "| format | runtime | top-1 | drop (pts) | agreement | max abs logit diff | latency ms (interval) "
               "| speed-up vs teacher | result |", "|---|---|---|---|---|---|---|---|---|"]
-    for fmt, f in report["formats"].items():
+    left_out = report.get("left_out", {})  # absent from bundles of edgekd before `--formats auto`
+    for fmt, f in [*report["formats"].items(), *left_out.items()]:
         speed = f"{f['speedup_vs_teacher']:.2f}x" if "speedup_vs_teacher" in f else "-"
         result = "pass" if f["passed"] else "FAIL: " + "; ".join(f["failures"])
         if "dominated_by" in f:
             result += f" (slower than `{f['dominated_by']}` with no accuracy gain)"
+        if fmt in left_out:
+            result += "; left out of the bundle"
         lines.append(
             f"| {fmt} | {f['runtime']} | {f['acc']:.4f} | {f['acc_drop_points']:.2f} | {f['top1_agreement']:.4f} "
             f"| {f['max_abs_logit_diff']:.2e} | {f['latency_ms']:.4f} ({f['latency_p10_ms']:.4f}-"

@@ -51,20 +51,21 @@ def _from_model(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 def open_tflite(path: Path, threads: int = 1) -> Runner:
-    """A runner of the LiteRT model at ``path`` with ``threads`` threads (any batch size: the input is resized)."""
+    """A runner of the LiteRT model at ``path`` with ``threads`` threads. edgekd's models have batch 1, as a
+    phone runs them, so a batch runs image by image (resizing the batch is not safe: XNNPACK cannot reshape a
+    converted model's fixed-shape reshapes)."""
     interpreter = _interpreter(path, threads)
     given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    shape: list[tuple[int, ...]] = [tuple(given["shape"])]
+    batch = int(given["shape"][0])
     interpreter.allocate_tensors()
 
-    def run(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.shape != shape[0]:
-            interpreter.resize_tensor_input(given["index"], list(x.shape))
-            interpreter.allocate_tensors()
-            shape[0] = x.shape
+    def run_one(x: np.ndarray) -> np.ndarray:
         interpreter.set_tensor(given["index"], _to_model(x, given))
         interpreter.invoke()
         return _from_model(interpreter.get_tensor(taken["index"]), taken)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.concatenate([run_one(x[start:start + batch]) for start in range(0, len(x), batch)])
 
     return run

@@ -1,9 +1,11 @@
 """Stands in for ``adb`` with one attached phone whose file system is the folder $ADB_STANDIN_ROOT.
 
 The subset edgekd uses: ``get-state``, ``push LOCAL REMOTE``, ``shell COMMAND`` (and ``-s SERIAL``). A shell command
-runs in this host's sh with the phone's absolute paths mapped into the root; the phone's
-``onnxruntime_perf_test`` is played by ONNX Runtime here, printing the tool's own summary lines (``-m times``).
-Every call is appended to adb-calls.log in the root. No phone was ever involved.
+runs in this host's sh with the phone's absolute paths mapped into the root; the phone's tools are played here,
+each printing its own output lines: ``onnxruntime_perf_test`` by ONNX Runtime (``-m times``), LiteRT's
+``benchmark_model`` by ai-edge-litert's interpreter, ExecuTorch's ``executor_runner`` by ExecuTorch's runtime.
+A ``taskset MASK`` prefix is accepted (and logged). Every call is appended to adb-calls.log in the root. No phone
+was ever involved.
 """
 
 import os
@@ -46,6 +48,60 @@ def perf_test(args: list[str]) -> None:
         print(f"{name} Latency: {times[int(q * (repeats - 1))]:.7f} s")
 
 
+def _flags(args: list[str]) -> dict[str, str]:
+    return dict(a.lstrip("-").split("=", 1) for a in args if a.startswith("--") and "=" in a)
+
+
+def _timed(run, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``run``, in microseconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e6)
+    return times
+
+
+def benchmark_model(args: list[str]) -> None:
+    """benchmark_model --graph=M --num_threads=T --num_runs=N --warmup_runs=W, by ai-edge-litert here."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    flags = _flags(args)
+    interpreter = Interpreter(model_path=str(local(flags["graph"])), num_threads=int(flags["num_threads"]))
+    interpreter.allocate_tensors()
+    given = interpreter.get_input_details()[0]
+    interpreter.set_tensor(given["index"], np.zeros(given["shape"], dtype=given["dtype"]))
+    warm = _timed(interpreter.invoke, int(flags["warmup_runs"]) or 1)
+    runs = _timed(interpreter.invoke, int(flags["num_runs"]))
+    avg = sum(runs) / len(runs)
+    print("INFO: Loaded model " + flags["graph"])
+    print(f"INFO: Inference timings in us: Init: 1000, First inference: {warm[0]:.0f}, Warmup (avg): "
+          f"{sum(warm) / len(warm):.1f}, Inference (avg): {avg:.1f}")
+    print(f"INFO: count={len(runs)} first={runs[0]:.0f} curr={runs[-1]:.0f} min={min(runs):.0f} max={max(runs):.0f} "
+          f"avg={avg:.1f} std={float(np.std(runs)):.0f}")
+
+
+def executor_runner(args: list[str]) -> None:
+    """executor_runner --model_path=M --num_executions=N --cpu_threads=T, by ExecuTorch's runtime here."""
+    import torch
+    from executorch.runtime import Runtime
+
+    flags = _flags(args)
+    n = int(flags["num_executions"])
+    method = Runtime.get().load_program(local(flags["model_path"])).load_method("forward")
+    shape = method.metadata.input_tensor_meta(0).sizes()
+    x = torch.ones(tuple(shape))
+    runs = _timed(lambda: method.execute([x]), n)
+    for i, us in enumerate(runs):
+        print(f"I 00:00:00.{i:06d} executorch:executor_runner.cpp:781] Iteration {i + 1} of {n}: {us / 1e3:.6f} ms")
+    print(f"I 00:00:00.{n:06d} executorch:executor_runner.cpp:790] Model executed successfully {n} time(s) in "
+          f"{sum(runs) / 1e3:.6f} ms.")
+
+
+TOOLS = {"onnxruntime_perf_test": perf_test, "benchmark_model": benchmark_model,
+         "executor_runner": executor_runner}
+
+
 def main(argv: list[str]) -> int:
     with (ROOT / "adb-calls.log").open("a") as log:
         log.write(shlex.join(argv) + "\n")
@@ -62,11 +118,14 @@ def main(argv: list[str]) -> int:
     if argv[0] == "shell":
         command = " ".join(argv[1:])
         words = shlex.split(command)
-        if words and words[0].endswith("onnxruntime_perf_test"):
+        if words[:1] == ["taskset"]:
+            words = words[2:]
+        tool = Path(words[0]).name if words else ""
+        if tool in TOOLS:
             if not local(words[0]).is_file():
                 print(f"/system/bin/sh: {words[0]}: not found", file=sys.stderr)
                 return 127
-            perf_test(words[1:])
+            TOOLS[tool](words[1:])
             return 0
         mapped = re.sub(r"(?<![\w.])/data/", f"{ROOT}/data/", command)
         return subprocess.run(["sh", "-c", mapped]).returncode

@@ -2,6 +2,8 @@
 
 import json
 import tarfile
+from importlib.metadata import PackageNotFoundError
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,8 +129,8 @@ def test_validate_turns_a_broken_limit_into_exit_5_with_the_report_written(tmp_p
 def test_a_format_slower_than_another_with_no_accuracy_gain_is_named_in_the_report():
     from edgekd.pipeline.validate import dominated, report_markdown
 
-    def fmt(acc, p10, median, p90):
-        return {"acc": acc, "latency_p10_ms": p10, "latency_ms": median, "latency_p90_ms": p90}
+    def fmt(acc, p10, median, p90, where="this host"):
+        return {"acc": acc, "latency_p10_ms": p10, "latency_ms": median, "latency_p90_ms": p90, "latency_where": where}
 
     formats = {"onnx": fmt(0.97, 1.0, 1.1, 1.2), "onnx-int8": fmt(0.96, 1.9, 2.0, 2.2),
                "onnx-fp16": fmt(0.97, 1.15, 1.25, 1.4), "ort": fmt(0.97, 0.8, 0.9, 0.95)}
@@ -136,9 +138,52 @@ def test_a_format_slower_than_another_with_no_accuracy_gain_is_named_in_the_repo
     formats["onnx"] = fmt(0.98, 1.0, 1.1, 1.2)  # more accurate: not beaten, though slower
     formats["ort"] = fmt(0.97, 0.9, 1.05, 1.3)  # faster on median only, within the spread: not beaten either
     assert dominated(formats) == {"onnx-int8": "ort"}  # the fastest of those that beat it
+    formats["tflite"] = fmt(0.99, 0.1, 0.2, 0.3, where="phone")  # timed elsewhere: it competes with none
+    assert dominated(formats) == {"onnx-int8": "ort"}
     rows = {k: {**v, "runtime": "r", "acc_drop_points": 0.0, "top1_agreement": 1.0, "max_abs_logit_diff": 0.0,
                 "passed": True, "failures": []} for k, v in formats.items()}
     rows["onnx-int8"]["dominated_by"] = "onnx"
     report = {"device": "d", "n_val": 10, "pytorch": {"acc": 0.98}, "teacher": None, "predicted_latency_ms": None,
               "formats": rows}
     assert "pass (slower than `onnx` with no accuracy gain)" in report_markdown(report)
+
+
+def test_auto_exports_every_installed_format(monkeypatch):
+    from edgekd.exporters import available_formats
+    from edgekd.runtime.tensorrt import require_tensorrt
+
+    found = available_formats()
+    assert {"onnx", "onnx-fp16", "onnx-int8", "ort", "tflite", "tflite-int8", "executorch", "executorch-int8"} <= set(
+        found)  # the test extra installs LiteRT and ExecuTorch
+    try:
+        require_tensorrt()
+    except Exception:
+        assert not any(f.startswith("tensorrt") for f in found)
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("edgekd.runtime.litert.version", not_installed)
+    assert not {"tflite", "tflite-int8"} & set(available_formats())
+
+
+def test_auto_bundles_only_the_formats_that_pass_and_that_none_beats(tmp_path, checkpoint, monkeypatch):
+    # auto's discovery narrowed to the ONNX formats, so that this test stays fast; the rest is the real flow
+    monkeypatch.setattr("edgekd.pipeline.export.available_formats", lambda: ["onnx", "onnx-fp16", "onnx-int8"])
+    runs = tmp_path / "runs"
+    args = ["export", "--name", "rel", "--runs-dir", str(runs), *DATA, "--checkpoint", str(checkpoint),
+            "--formats", "auto", "--max-accuracy-drop", "onnx-int8=0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((runs / "rel/validation/report.json").read_text())
+    kept, left = report["formats"], report["left_out"]
+    assert set(kept) | set(left) == {"onnx", "onnx-fp16", "onnx-int8"} and kept and not set(kept) & set(left)
+    assert all(f["passed"] and "dominated_by" not in f for f in kept.values())
+    assert all(f["failures"] or "dominated_by" in f for f in left.values())
+    with tarfile.open(runs / "rel/bundle/rel-0.1.0.tar.gz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert {f["file"] for f in kept.values()} <= names and not {f["file"] for f in left.values()} & names
+    assert "left out of the bundle" in (runs / "rel/validation/report.md").read_text() or not left
+    assert runner.invoke(app, ["verify", str(runs / "rel/bundle/rel-0.1.0.tar.gz")]).exit_code == 0
+    result = runner.invoke(app, ["export", "--name", "x", "--runs-dir", str(runs), *DATA, "--checkpoint",
+                                 str(checkpoint), "--formats", "auto,onnx"])
+    assert result.exit_code == 2 and "give it alone" in result.output

@@ -27,7 +27,9 @@ def bundle(tmp_path_factory, make_tiny_config):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEKD_CACHE", str(root / "cache"))
         # A tiny, briefly trained student loses a few points in int8: the limit is widened for it.
-        export = {"formats": ["onnx", "onnx-int8"], "max_accuracy_drop": {"onnx": 0.0, "onnx-int8": 20.0}}
+        # The phone formats ride along: each is bundled, checksummed and verified in its own runtime too.
+        export = {"formats": ["onnx", "onnx-int8", "tflite-int8", "executorch"],
+                  "max_accuracy_drop": {"onnx": 0.0, "onnx-int8": 20.0, "tflite-int8": 20.0}}
         cfg = make_tiny_config(name="rel", distill={"epochs": 10}, export=export)
         private, _ = generate_keypair(root / "release")
         return run_all(cfg, root / "runs", sign_key=private).bundle
@@ -63,9 +65,10 @@ def test_a_bundle_verifies_in_a_fresh_directory(bundle, tmp_path, monkeypatch, f
     copy = shutil.copy(bundle, elsewhere)
     monkeypatch.chdir(elsewhere)
     report = verify(Path(copy).relative_to(elsewhere), fast_device)
-    assert report["passed"] and set(report["models"]) == {"onnx", "onnx-int8"}
-    onnx = report["models"]["onnx"]
-    assert onnx["top1_agreement"] == 1.0 and onnx["max_abs_logit_diff"] <= 1e-4
+    assert report["passed"] and set(report["models"]) == {"onnx", "onnx-int8", "tflite-int8", "executorch"}
+    for fp32 in ("onnx", "executorch"):
+        assert report["models"][fp32]["top1_agreement"] == 1.0 and report["models"][fp32]["max_abs_logit_diff"] <= 1e-4
+    assert report["models"]["tflite-int8"]["runtime"].startswith("ai-edge-litert-")
     assert report["reference_n"] > 0 and not report["same_device_as_manifest"]  # test device != host-cpu
 
 
@@ -80,8 +83,9 @@ def test_a_bundle_made_on_the_cpu_verifies_on_the_gpu(bundle, cuda_device):
 def test_the_bundle_holds_models_card_reference_and_checksums(bundle, tmp_path):
     folder = _unpack(bundle, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert {"model.onnx", "model-int8.onnx", "arch.json", "labels.json", "preprocessing.json", "validation.json",
-            "validation.md", "reference.npz", "README.md"} == set(manifest["files"])
+    assert set(manifest["files"]) == {
+        "model.onnx", "model-int8.onnx", "model-int8.tflite", "model.pte", "arch.json", "labels.json",
+        "preprocessing.json", "validation.json", "validation.md", "reference.npz", "README.md"}
     assert manifest["models"]["onnx-int8"]["file"] == "model-int8.onnx"
     assert manifest["thresholds"]["max_accuracy_drop"]["onnx-int8"] == 20.0
     card = (folder / "README.md").read_text()
