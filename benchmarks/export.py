@@ -94,19 +94,26 @@ def compare_runtimes(name: str, model: nn.Module, data, out_dir: Path, provider:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def student_options(parser: argparse.ArgumentParser) -> None:
+    """The options that pick the two students (--run, --mobilenet-epochs)."""
     parser.add_argument("--run", type=Path, help="a finished default run (default: make one, a few minutes)")
     parser.add_argument("--mobilenet-epochs", type=int, default=15)
+
+
+def for_both_students(args: argparse.Namespace, measure) -> dict[str, dict]:
+    """``measure(name, model, data, out_dir)`` of the quick-start student and of mobilenet_v3_small."""
+    out = Path(tempfile.mkdtemp(prefix="edgekd-bench-models-"))
+    return {"quick-start student": measure("student", *quickstart_student(args.run), out),
+            "mobilenet_v3_small": measure("mobilenet", *mobilenet_student(args.mobilenet_epochs), out)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    student_options(parser)
     parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: eager PyTorch on this host's GPU against ONNX Runtime's CUDA provider")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="edgekd-export-models-"))
-    results = {
-        "quick-start student": compare_runtimes("student", *quickstart_student(args.run), out, args.provider),
-        "mobilenet_v3_small": compare_runtimes("mobilenet", *mobilenet_student(args.mobilenet_epochs), out,
-                                               args.provider),
-    }
+    results = for_both_students(args, lambda *a: compare_runtimes(*a, args.provider))
     print(f"\n{'model':<22}{'runtime':<11}{'latency ms':>11}{'p10-p90':>17}{'top-1':>8}{'vs eager':>10}{'vs fp32':>9}")
     for model, rows in results.items():
         for key, r in rows.items():

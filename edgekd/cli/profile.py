@@ -27,19 +27,26 @@ def profile(
     space_width: Annotated[float, typer.Option(help="Channel scale of the search space")] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed of the architecture sample")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the predictor files and the report")] = Path("predictors"),
+    imported: Annotated[Path | None, typer.Option(
+        "--import", help="Fit on latencies measured elsewhere instead of measuring: a CSV with an `ms` column and "
+        "either an `arch` column (ArchSpec JSON) or one column per decision of --space; --device only names the "
+        "files, and --heldout of its rows (at most a quarter) are held out")] = None,
 ) -> None:
     """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
     from edgekd.core.ui import summary
     from edgekd.pipeline.profile import profile
 
-    report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
-                     out)
-    summary(f"{device}: {report['n_heldout']} held-out architectures", {
-        k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
-           f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction ({r['speedup']:.0f}x cheaper)"
-        for k, r in report["predictors"].items()
-    } | {"measurement ceiling": "a second measurement agrees with the first: within ±10% "
-         f"{report['measurement_ceiling']['within10']:.1%}, Kendall {report['measurement_ceiling']['kendall']:.3f} "
-         f"({report['redone_for_drift']} measurements redone for drift)"})
+    report = profile(device, devices_file, archs, heldout, kind, blocks and imported is None, data, resolution, space,
+                     space_width, seed, out, imported)
+    rows = {k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
+               f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction"
+               + (f" ({r['speedup']:.0f}x cheaper)" if r.get("speedup") else "")
+            for k, r in report["predictors"].items()}
+    if "measurement_ceiling" in report:
+        ceiling = report["measurement_ceiling"]
+        rows["measurement ceiling"] = (f"a second measurement agrees with the first: within ±10% "
+                                       f"{ceiling['within10']:.1%}, Kendall {ceiling['kendall']:.3f} "
+                                       f"({report['redone_for_drift']} measurements redone for drift)")
+    summary(f"{device}: {report['n_heldout']} held-out architectures", rows)
     console.print(f"saved {report['chosen_file']}; use it with a devices.yaml entry `kind: predictor` and "
                   f"`file: {report['chosen_file']}`")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from edgekd.core.measurement import Measurement
 from edgekd.core.registry import Registry
 from edgekd.latency_models import PREDICTING, CheckRows, PredictingKind
 from edgekd.latency_models.features import FEATURE_NAMES, features, mparams, total_mmacs
+
+if TYPE_CHECKING:
+    from edgekd.spaces import SearchSpace
 
 FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 1
 
@@ -137,10 +140,18 @@ def interval_weights(measurements: list[Measurement], floor: float = 0.01) -> np
     return w / w.mean()
 
 
-def fit_predictor(kind: str, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None,
-                  weights: np.ndarray | None = None) -> Predictor:
+def fit_predictor(kind: str, pairs: list[tuple[ArchSpec | dict[str, Any], float]], meta: dict[str, Any] | None = None,
+                  weights: np.ndarray | None = None, space: SearchSpace | None = None) -> Predictor:
     """Fit a ``kind`` predictor on (architecture, measured latency in ms) pairs, each weighted by ``weights``
-    (equal by default; ``interval_weights`` trusts precise measurements more)."""
+    (equal by default; ``interval_weights`` trusts precise measurements more). An architecture may also be the
+    choices of ``space`` (any registered space), checked and decoded there."""
+    if any(not isinstance(a, ArchSpec) for a, _ in pairs):
+        if space is None:
+            raise ConfigError("architectures given as choices need the space they belong to (space=...)")
+        for a, _ in pairs:
+            if not isinstance(a, ArchSpec):
+                space.check(a)
+        pairs = [(a if isinstance(a, ArchSpec) else space.decode(a), ms) for a, ms in pairs]
     fit = PREDICTOR_KINDS.get(kind).fit
     if fit is None:
         raise ConfigError(f"a {kind} predictor is not fitted from measured architectures alone")

@@ -6,6 +6,7 @@ profile resumes where it stopped, and architectures measured by earlier searches
 
 from __future__ import annotations
 
+import csv
 import random
 import time
 from pathlib import Path
@@ -132,24 +133,109 @@ def profile_device(
     for row in rows.values():
         row["measure_s_per_arch"] = measure_s
         row["speedup"] = measure_s / row["predict_s_per_arch"] if measure_s == measure_s else None
+    return save_profile(latency.device.name, fitted, rows, kind, out_dir, {
+        "n_train": n_train, "n_heldout": len(pairs) - n_train, "protocol": latency.protocol.model_dump(),
+        "measurement_ceiling": ceiling, "redone_for_drift": latency.redone})
+
+
+def save_profile(device: str, fitted: dict[str, Predictor], rows: dict[str, dict[str, float]], kind: str,
+                 out_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """Save each fitted kind as DEVICE-KIND.json and the report (``facts`` and the held-out ``rows``) as
+    DEVICE-profile.json; returns the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {k: str(p.save(out_dir / f"{latency.device.name}-{k}.json")) for k, p in fitted.items()}
-    report = {"device": latency.device.name, "n_train": n_train, "n_heldout": len(pairs) - n_train,
-              "chosen": kind, "chosen_file": files[kind], "files": files, "predictors": rows,
-              "protocol": latency.protocol.model_dump(), "measurement_ceiling": ceiling,
-              "redone_for_drift": latency.redone}
-    write_json(out_dir / f"{latency.device.name}-profile.json", report)
+    files = {k: str(p.save(out_dir / f"{device}-{k}.json")) for k, p in fitted.items()}
+    report = {"device": device, **facts, "chosen": kind, "chosen_file": files[kind], "files": files,
+              "predictors": rows}
+    write_json(out_dir / f"{device}-profile.json", report)
     return report
 
 
+def _choice_columns(space: SearchSpace, header: list[str]) -> dict[str, dict[str, Any]]:
+    """For each decision of ``space``: its allowed values by their text, as a CSV cell holds them."""
+    missing = [d for d in space.choices if d not in header]
+    if missing:
+        raise ConfigError(f"the CSV needs an `ms` column and either an `arch` column (an ArchSpec as JSON) or one "
+                          f"column per decision of space {space.name!r}; missing {', '.join(missing)}")
+    return {d: {str(v): v for v in values} for d, values in space.choices.items()}
+
+
+def _csv_row(row: dict[str, str], space: SearchSpace,
+             columns: dict[str, dict[str, Any]] | None) -> tuple[ArchSpec, float]:
+    try:
+        ms = float(row["ms"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"ms is {row['ms']!r}, not a number") from None
+    if not ms > 0 or ms == float("inf"):
+        raise ConfigError(f"ms is {ms:g}; a latency is a positive number of milliseconds")
+    if columns is None:
+        try:
+            return ArchSpec.from_json(row["arch"]), ms
+        except (TypeError, ValueError, KeyError) as e:
+            raise ConfigError(f"arch is not an ArchSpec as JSON ({e})") from None
+    choices = {}
+    for decision, allowed in columns.items():
+        if row[decision] not in allowed:
+            raise ConfigError(f"{decision}={row[decision]!r} is not one of {', '.join(allowed)} in space "
+                              f"{space.name!r}")
+        choices[decision] = allowed[row[decision]]
+    return space.decode(choices), ms
+
+
+def read_latency_csv(path: Path, space: SearchSpace) -> list[tuple[ArchSpec, float]]:
+    """(architecture, ms) pairs from a CSV of latencies measured elsewhere: an ``ms`` column and either an
+    ``arch`` column (an ArchSpec as JSON) or one column per decision of ``space``. A bad row is a ConfigError
+    that names its line."""
+    if not path.is_file():
+        raise ConfigError(f"no latency CSV at {path}")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if "ms" not in header:
+            raise ConfigError(f"{path}: the CSV needs an `ms` column (latency in milliseconds); its header is "
+                              f"{', '.join(header) or 'empty'}")
+        try:
+            columns = None if "arch" in header else _choice_columns(space, header)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        pairs = []
+        for row in reader:
+            try:
+                pairs.append(_csv_row(row, space, columns))
+            except ConfigError as e:
+                raise ConfigError(f"{path}, line {reader.line_num}: {e}") from None
+    return pairs
+
+
+def import_profile(path: Path, device: str, space: SearchSpace, heldout: int, kind: str, out_dir: Path,
+                   seed: int = 0) -> dict[str, Any]:
+    """``edgekd profile --import``: fit every predictor kind on latencies measured elsewhere (a CSV, see
+    ``read_latency_csv``), scored on ``heldout`` of its rows drawn at random (at most a quarter of them); the
+    files are named after ``device``."""
+    pairs = read_latency_csv(path, space)
+    random.Random(seed).shuffle(pairs)
+    n_heldout = min(heldout, len(pairs) // 4)
+    if len(pairs) - n_heldout < MIN_FIT or n_heldout < 2:
+        raise ConfigError(f"{path}: {len(pairs)} rows; fitting needs at least {MIN_FIT} to fit on and 2 held out")
+    train, held = pairs[n_heldout:], pairs[:n_heldout]
+    meta = {"device": device, "runtime": f"imported from {path.name}", "space": space.describe()}
+    fitted, rows = evaluate_predictors(train, held, meta)
+    return save_profile(device, fitted, rows, kind, out_dir,
+                        {"n_train": len(train), "n_heldout": n_heldout, "imported_from": str(path)})
+
+
 def profile(device: str, devices_file: Path | None, archs: int, heldout: int, kind: str, blocks: bool, data: str,
-            resolution: int | None, space: str, space_width: float, seed: int, out: Path) -> dict[str, Any]:
+            resolution: int | None, space: str, space_width: float, seed: int, out: Path,
+            imported: Path | None = None) -> dict[str, Any]:
     """``edgekd profile``: measure the registry's ``device`` on random architectures of ``space`` (inputs shaped
-    like ``data``'s), fit every predictor and write them and their report to ``out``."""
-    if kind not in PREDICTOR_KINDS or (kind == "blocks" and not blocks):
-        raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks)")
+    like ``data``'s), fit every predictor and write them and their report to ``out``; with ``imported``, fit
+    them on that CSV's latencies instead, measuring nothing (``device`` then only names the files)."""
+    if kind not in PREDICTOR_KINDS or (kind == "blocks" and (not blocks or imported)):
+        raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks "
+                          "and a device to measure)")
     d = load_data(data, seed, resolution)
     c, res, _ = d.input_shape
+    the_space = make_space(space, res, c, d.num_classes, space_width)
+    if imported is not None:
+        return import_profile(imported, device, the_space, heldout, kind, out, seed)
     latency = MeasuredLatency(get_device(device, devices_file), latency_cache())
-    return profile_device(latency, make_space(space, res, c, d.num_classes, space_width), archs, heldout, kind,
-                          out, seed, blocks)
+    return profile_device(latency, the_space, archs, heldout, kind, out, seed, blocks)

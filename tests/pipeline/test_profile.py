@@ -1,14 +1,20 @@
 """`edgekd profile`: measures real architectures once (resumable), fits every predictor, reports held-out."""
 
+import csv
 import json
+import random
+import re
 
 import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
+from edgekd.core.errors import ConfigError
+from edgekd.data import load_data
+from edgekd.latency_models.features import total_mmacs
 from edgekd.latency_models.measured import MeasuredLatency
-from edgekd.latency_models.predictors import fit_kinds, load_predictor
-from edgekd.pipeline.profile import profile_device, sample_archs
+from edgekd.latency_models.predictors import fit_kinds, fit_predictor, load_predictor
+from edgekd.pipeline.profile import profile_device, read_latency_csv, sample_archs
 from edgekd.runtime.local import LocalBackend
 from edgekd.spaces import RestrictedSpace, make_space
 
@@ -57,3 +63,66 @@ def test_profile_command(tmp_path, monkeypatch):
     for bad in (["--archs", "9"], ["--heldout", "1"]):
         result = CliRunner().invoke(app, ["profile", "--device", "cpu", *bad])
         assert result.exit_code == 2 and "profiling needs at least 10" in result.output  # before measuring
+
+
+def _latency_csv(path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_profile_imports_latencies_measured_elsewhere_by_choices_or_archspec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = load_data("synthetic", resolution=8)
+    space = make_space("mnas", 8, data.input_shape[0], data.num_classes, width=0.25)
+    rng = random.Random(0)
+    choices = [space.sample(rng) for _ in range(40)]
+    ms = [0.05 + 0.01 * total_mmacs(space.decode(c)) for c in choices]  # a device whose time is its MACs
+    _latency_csv(tmp_path / "phone.csv", [{**c, "ms": t} for c, t in zip(choices, ms, strict=True)])
+    args = ["profile", "--device", "lab-phone", "--data", "synthetic", "--resolution", "8", "--heldout", "8",
+            "--kind", "flops"]
+    result = CliRunner().invoke(app, [*args, "--import", "phone.csv"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "predictors" / "lab-phone-profile.json").read_text())
+    assert report["n_train"] == 32 and report["n_heldout"] == 8 and report["imported_from"].endswith("phone.csv")
+    assert report["predictors"]["flops"]["within10"] == 1.0  # nothing measured: the CSV's figures were fitted
+    flops = load_predictor(tmp_path / "predictors" / "lab-phone-flops.json")
+    assert flops.predict(space.decode(choices[0])) == pytest.approx(ms[0], rel=1e-3)
+
+    # the same latencies given as ArchSpec JSON
+    _latency_csv(tmp_path / "archs.csv", [{"arch": space.decode(c).to_json(), "ms": t}
+                                          for c, t in zip(choices, ms, strict=True)])
+    assert CliRunner().invoke(app, [*args, "--import", "archs.csv", "--out", "p2"]).exit_code == 0
+    assert json.loads((tmp_path / "p2" / "lab-phone-profile.json").read_text())["n_train"] == 32
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda rows: rows[3].update(ms="fast"), "line 5: ms is 'fast', not a number"),
+    (lambda rows: rows[6].update(ms="-1"), "line 8: ms is -1; a latency is a positive number"),
+    (lambda rows: rows[2].update(s0_kernel="4"), "line 4: s0_kernel='4' is not one of"),
+    (lambda rows: [r.pop("s0_kernel") for r in rows], "missing s0_kernel"),
+    (lambda rows: [r.pop("ms") for r in rows], "needs an `ms` column"),
+])
+def test_an_imported_csv_with_a_bad_row_names_the_row(tmp_path, edit, message):
+    space = make_space("mnas", 8, 3, 10, width=0.25)
+    rng = random.Random(0)
+    rows = [{**space.sample(rng), "ms": 1.0} for _ in range(12)]
+    edit(rows)
+    _latency_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_latency_csv(tmp_path / "bad.csv", space)
+
+
+@pytest.mark.parametrize("name", ["mnas", "fbnet"])
+def test_fit_predictor_takes_the_choices_of_any_registered_space(name):
+    space = make_space(name, 8, 3, 10, width=0.25)
+    rng = random.Random(1)
+    choices = [space.sample(rng) for _ in range(20)]
+    pairs = [(c, 0.1 + 0.02 * total_mmacs(space.decode(c))) for c in choices]
+    p = fit_predictor("flops", pairs, space=space)
+    assert p.predict(space.decode(choices[3])) == pytest.approx(pairs[3][1], rel=1e-3)
+    with pytest.raises(ConfigError, match="need the space"):
+        fit_predictor("flops", pairs)
+    with pytest.raises(ConfigError, match="is not one of"):
+        fit_predictor("flops", [({**choices[0], next(iter(space.choices)): "nope"}, 1.0), *pairs], space=space)
