@@ -52,7 +52,9 @@ def measure_formats(name: str, model: nn.Module, data, out_dir: Path, rounds: in
             if fmt not in here:
                 print(f"{fmt}: skipped, its extra is not installed")
             else:
-                path = get_format(fmt).export(model, shape, out_dir / name / fmt, options)
+                folder = out_dir / name / fmt
+                folder.mkdir(parents=True)
+                path = get_format(fmt).export(model, shape, folder, options)
                 runners[fmt] = get_format(fmt).open(path, device)
                 rows[fmt] = {"acc": float((run_batched(runners[fmt], images).argmax(1) == labels).mean()),
                              "size_bytes": path.stat().st_size, "runtime": get_format(fmt).runtime()}
