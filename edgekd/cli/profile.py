@@ -36,8 +36,8 @@ def profile(
     from edgekd.core.ui import summary
     from edgekd.pipeline.profile import profile
 
-    report = profile(device, devices_file, archs, heldout, kind, blocks and imported is None, data, resolution, space,
-                     space_width, seed, out, imported)
+    report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
+                     out, imported)
     rows = {k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
                f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction"
                + (f" ({r['speedup']:.0f}x cheaper)" if r.get("speedup") else "")
