@@ -18,7 +18,14 @@ def profile(
     devices_file: DevicesFile = None,
     archs: Annotated[int, typer.Option(help="Random architectures measured to fit the predictors")] = 300,
     heldout: Annotated[int, typer.Option(help="Further architectures the predictors are scored on")] = 100,
-    kind: Annotated[str, typer.Option(help="Predictor to choose: flops | lut | learned | blocks")] = "lut",
+    budget: Annotated[int | None, typer.Option(
+        help="Measure this many architectures chosen to spread over the space (the most informative for the "
+        "predictors' fit) instead of --archs random ones")] = None,
+    transfer_from: Annotated[Path | None, typer.Option(
+        help="A predictor file of another device (from `edgekd profile`): also fit its transfer to this device, "
+        "which needs far fewer measurements (e.g. --budget 30)")] = None,
+    kind: Annotated[str, typer.Option(
+        help="Predictor to choose: flops | lut | learned | blocks | table | transfer")] = "lut",
     blocks: Annotated[bool, typer.Option(help="Also profile the block table in context (kind blocks)")] = True,
     data: Annotated[str, typer.Option(help="Data whose input shape the architectures take")] = "digits",
     resolution: Annotated[int | None, typer.Option(
@@ -37,7 +44,7 @@ def profile(
     from edgekd.pipeline.profile import profile
 
     report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
-                     out, imported)
+                     out, imported, budget, transfer_from)
     rows = {k: f"RMSE {r['rmse_ms']:.4f} ms, MAPE {r['mape']:.1%}, within ±10% {r['within10']:.1%}, Kendall "
                f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction"
                + (f" ({r['speedup']:.0f}x cheaper)" if r.get("speedup") else "")

@@ -24,6 +24,8 @@ class Op:
     out_elems: int
     channels: int = 0
     """Output channels (0 where not a convolution)."""
+    block: int = -1
+    """Index of the block in ``spec.blocks`` it belongs to (-1: the stem, a family's stages, the head)."""
 
 
 def _out(size: int, stride: int) -> int:
@@ -34,11 +36,13 @@ def operators(spec: ArchSpec) -> list[Op]:
     """The operators of ``spec`` in order, with MACs and output elements (batch 1)."""
     ops: list[Op] = []
     size = _out(spec.resolution, spec.stem_stride)
+    block = -1
 
     def conv(kind: str, cin: int, cout: int, k: int, out_size: int, groups: int = 1) -> None:
         if k > 1 and k not in KERNELS:
             raise ConfigError(f"no latency feature for a {k}x{k} convolution (kernels {KERNELS} and 1x1)")
-        ops.append(Op(kind, cin // groups * cout * k * k * out_size * out_size, cout * out_size * out_size, cout))
+        ops.append(Op(kind, cin // groups * cout * k * k * out_size * out_size, cout * out_size * out_size, cout,
+                      block))
 
     def pointwise(cin: int, cout: int, out_size: int, groups: int = 1) -> None:
         conv("pw" if groups == 1 else "gpw", cin, cout, 1, out_size, groups)
@@ -47,7 +51,7 @@ def operators(spec: ArchSpec) -> list[Op]:
     cin = spec.stem_channels
     if spec.graph is not None:
         cin, size = _family_operators(spec.graph, cin, size, conv, pointwise, ops)
-    for b in spec.blocks:
+    for block, b in enumerate(spec.blocks):
         out = _out(size, b.stride)
         se_ch = cin
         if b.op == "skip":
@@ -66,16 +70,17 @@ def operators(spec: ArchSpec) -> list[Op]:
             if b.expand != 1 or b.op == "fbnet":
                 pointwise(cin, se_ch, size, b.groups)
             if b.shuffle:
-                ops.append(Op("shuffle", 0, se_ch * size * size))
+                ops.append(Op("shuffle", 0, se_ch * size * size, block=block))
             conv(f"dw_k{b.kernel}", se_ch, se_ch, b.kernel, out, groups=se_ch)
         if b.se_ratio > 0:
             squeeze = max(1, int(cin * b.se_ratio))
-            ops.append(Op("se", 2 * se_ch * squeeze + 2 * se_ch * out * out, se_ch * out * out))
+            ops.append(Op("se", 2 * se_ch * squeeze + 2 * se_ch * out * out, se_ch * out * out, block=block))
         if b.op in ("dsconv", "mbconv", "fbnet"):
             pointwise(se_ch, b.out_channels, out, b.groups)
         if b.op != "skip" and b.residual and b.stride == 1 and cin == b.out_channels:
-            ops.append(Op("add", b.out_channels * out * out, b.out_channels * out * out))
+            ops.append(Op("add", b.out_channels * out * out, b.out_channels * out * out, block=block))
         cin, size = b.out_channels, out
+    block = -1
     pointwise(cin, spec.head_channels, size)
     ops.append(Op("fc", spec.head_channels * spec.num_classes, spec.num_classes))
     return ops
@@ -144,3 +149,17 @@ def _se_params(spec: ArchSpec) -> float:
             total += 2 * hidden * max(1, int(cin * b.se_ratio))
         cin = b.out_channels
     return total / 1e6
+
+
+def block_inputs(spec: ArchSpec) -> list[tuple[int, int]]:
+    """(input channels, input side) of each block of ``spec``."""
+    cin, size = spec.stem_channels, _out(spec.resolution, spec.stem_stride)
+    if spec.graph is not None:
+        for down in spec.graph.downsample:
+            size = _out(size, 2 if down else 1)
+        cin = spec.graph.channels[-1]
+    out = []
+    for b in spec.blocks:
+        out.append((cin, size))
+        cin, size = b.out_channels, _out(size, b.stride)
+    return out

@@ -12,6 +12,10 @@ Kinds:
   (``fit_block_table``; needs the space, so it only predicts architectures of that space).
 - ``learned``: gradient-boosted regression trees over the same operator features (nn-Meter's idea of
   predicting from kernel-level features), stored as plain arrays and evaluated in numpy.
+- ``table`` (``edgekd.latency_models.table``): a position-aware table, a cost per (layer slot, operator
+  choice, input size) on top of the ``lut`` prior, fitted from whole-model measurements.
+- ``transfer`` (``edgekd.latency_models.transfer``): a predictor of another device adapted to this one from a
+  few measurements (``fit_transfer``).
 
 ``fit_predictor(kind, pairs)`` fits any kind from (ArchSpec, measured ms) pairs, wherever they were measured.
 """
@@ -51,7 +55,8 @@ class PredictorKind:
     (``blocks``, its table)."""
 
 
-PREDICTOR_KINDS: Registry[PredictorKind] = Registry("predictor_kinds", "predictor kind")
+PREDICTOR_KINDS: Registry[PredictorKind] = Registry(
+    "predictor_kinds", "predictor kind", ("edgekd.latency_models.table", "edgekd.latency_models.transfer"))
 
 
 def fit_kinds() -> list[str]:
@@ -175,11 +180,12 @@ def _fit_flops(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str,
     return {"coef": coef.tolist(), "inputs": ["mmacs", "mparams", "1"]}
 
 
-def _fit_lut(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+def fit_lut(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    """The ``lut`` kind's coefficients: non-negative least squares on ``lut_design``, weighted by ``w``."""
     from scipy.optimize import nnls
 
     root = np.sqrt(w)
-    coef, _ = nnls(_lut_design(np.array([features(s) for s in specs])) * root[:, None], y * root)
+    coef, _ = nnls(lut_design(np.array([features(s) for s in specs])) * root[:, None], y * root)
     return {"coef": coef.tolist()}
 
 
@@ -192,7 +198,7 @@ def _predict_learned(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
 PREDICTOR_KINDS.add("flops", PredictorKind(lambda p, specs: _flops_inputs(specs) @ np.asarray(p.params["coef"]),
                                            _fit_flops))
 PREDICTOR_KINDS.add("lut", PredictorKind(
-    lambda p, specs: _lut_design(p.features(specs)) @ np.asarray(p.params["coef"]), _fit_lut))
+    lambda p, specs: lut_design(p.features(specs)) @ np.asarray(p.params["coef"]), fit_lut))
 PREDICTOR_KINDS.add("learned", PredictorKind(
     _predict_learned, lambda specs, y, w: _fit_trees(np.array([features(s) for s in specs]), np.log(y), w)))
 PREDICTOR_KINDS.add("blocks", PredictorKind(
@@ -238,7 +244,7 @@ def _block_table_estimate(params: dict[str, Any], spec: ArchSpec) -> float:
     return params["scale"] * raw + params["offset"]
 
 
-def _lut_design(x: np.ndarray) -> np.ndarray:
+def lut_design(x: np.ndarray) -> np.ndarray:
     """Columns: operator counts, operator MMACs (the features without the output size), and 1 (the network
     overhead)."""
     return np.hstack([x[:, :-1], np.ones((len(x), 1))])

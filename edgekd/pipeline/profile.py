@@ -22,6 +22,7 @@ from edgekd.core.errors import ConfigError
 from edgekd.core.measurement import Measurement
 from edgekd.core.ui import progress
 from edgekd.data import load_data
+from edgekd.latency_models.features import features
 from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.latency_models.predictors import (
     MIN_FIT,
@@ -32,7 +33,10 @@ from edgekd.latency_models.predictors import (
     fit_kinds,
     fit_predictor,
     interval_weights,
+    load_predictor,
+    lut_design,
 )
+from edgekd.latency_models.transfer import fit_transfer
 from edgekd.pipeline.context import latency_cache
 from edgekd.spaces import SearchSpace, make_space
 
@@ -48,6 +52,26 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
         if len(specs) == n:
             return specs
     return specs
+
+
+def spread_archs(space: SearchSpace, n: int, seed: int, pool: int = 3000) -> list[ArchSpec]:
+    """``n`` architectures of ``space`` chosen to make a fitted predictor as good as possible for that budget:
+    from ``pool`` random ones, each next the one a fit on those chosen so far knows least (the largest
+    leverage in the standardised per-operator features, greedy D-optimal design), so the choice covers the
+    space's extremes and its rare operators, where random sampling piles up in the middle."""
+    candidates = sample_archs(space, max(pool, n), seed)
+    x = lut_design(np.array([features(s) for s in candidates]))[:, :-1]
+    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    inverse = np.eye(x.shape[1]) / 1e-3  # a weak prior keeps the first choices well defined
+    chosen: list[int] = []
+    for _ in range(min(n, len(candidates))):
+        leverage = np.einsum("ij,jk,ik->i", x, inverse, x)
+        leverage[chosen] = -np.inf
+        i = int(np.argmax(leverage))
+        chosen.append(i)
+        v = inverse @ x[i]
+        inverse -= np.outer(v, v) / (1 + x[i] @ v)
+    return [candidates[i] for i in chosen]
 
 
 def measure_all(
@@ -109,33 +133,43 @@ def reference_choices(space: SearchSpace) -> dict[str, Any]:
 
 def profile_device(
     latency: MeasuredLatency, space: SearchSpace, n_train: int, n_heldout: int, kind: str, out_dir: Path,
-    seed: int = 0, blocks: bool = True,
+    seed: int = 0, blocks: bool = True, spread: bool = False, base: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Measure random architectures (and, with ``blocks``, the block table in context), fit every kind, save
-    each kind's file, write DEVICE-profile.json; returns the report."""
+    """Measure architectures to fit on (random ones, or with ``spread`` the ``spread_archs`` choice) and random
+    held-out ones (and, with ``blocks``, the block table in context), fit every kind (and, given ``base``, a
+    predictor of another device, its ``transfer`` to this one), save each kind's file, write
+    DEVICE-profile.json; returns the report."""
     if n_train < MIN_FIT or n_heldout < 2:  # refused before minutes of measuring, not after
         raise ConfigError(f"profiling needs at least {MIN_FIT} architectures to fit on and 2 held out, "
                           f"got {n_train} and {n_heldout}")
     specs = sample_archs(space, n_train + n_heldout, seed)
+    if spread:
+        train = spread_archs(space, n_train, seed)
+        chosen = {s.id for s in train}
+        specs = train + [s for s in sample_archs(space, n_train + n_heldout, seed + 1) if s.id not in chosen][
+            :n_heldout]
     measurements, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
     pairs = [(spec, m.median_ms) for spec, m in zip(specs, measurements, strict=True)]
     meta = {"device": latency.device.name, "device_fingerprint": latency.device.fingerprint,
             "runtime": latency.backend.runtime, "space": space.describe()}
+    weights = interval_weights(measurements[:n_train])
     extra = {}
     if blocks:
         reference = reference_choices(space)
         table = [spec for _, _, spec in block_table_archs(space, reference)]
         table_ms, _ = measure_all(latency, table, f"block table on {latency.device.name}")
         extra["blocks"] = fit_block_table(space, reference, [m.median_ms for m in table_ms], pairs[:n_train], meta)
-    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta, extra,
-                                       interval_weights(measurements[:n_train]))
+    if base is not None:
+        extra["transfer"] = fit_transfer(base, pairs[:n_train], meta, weights)
+    fitted, rows = evaluate_predictors(pairs[:n_train], pairs[n_train:], meta, extra, weights)
     ceiling = measurement_ceiling(latency, specs[n_train:], [ms for _, ms in pairs[n_train:]])
     for row in rows.values():
         row["measure_s_per_arch"] = measure_s
         row["speedup"] = measure_s / row["predict_s_per_arch"] if measure_s == measure_s else None
     return save_profile(latency.device.name, fitted, rows, kind, out_dir, {
-        "n_train": n_train, "n_heldout": len(pairs) - n_train, "protocol": latency.protocol.model_dump(),
-        "measurement_ceiling": ceiling, "redone_for_drift": latency.redone})
+        "n_train": n_train, "n_heldout": len(pairs) - n_train, "chosen_by": "spread" if spread else "random",
+        "protocol": latency.protocol.model_dump(), "measurement_ceiling": ceiling,
+        "redone_for_drift": latency.redone})
 
 
 def save_profile(device: str, fitted: dict[str, Predictor], rows: dict[str, dict[str, float]], kind: str,
@@ -207,7 +241,7 @@ def read_latency_csv(path: Path, space: SearchSpace) -> list[tuple[ArchSpec, flo
 
 
 def import_profile(path: Path, device: str, space: SearchSpace, heldout: int, kind: str, out_dir: Path,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, base: Predictor | None = None) -> dict[str, Any]:
     """``edgekd profile --import``: fit every predictor kind on latencies measured elsewhere (a CSV, see
     ``read_latency_csv``), scored on ``heldout`` of its rows drawn at random (at most a quarter of them); the
     files are named after ``device``."""
@@ -218,24 +252,32 @@ def import_profile(path: Path, device: str, space: SearchSpace, heldout: int, ki
         raise ConfigError(f"{path}: {len(pairs)} rows; fitting needs at least {MIN_FIT} to fit on and 2 held out")
     train, held = pairs[n_heldout:], pairs[:n_heldout]
     meta = {"device": device, "runtime": f"imported from {path.name}", "space": space.describe()}
-    fitted, rows = evaluate_predictors(train, held, meta)
+    extra = {"transfer": fit_transfer(base, train, meta)} if base is not None else None
+    fitted, rows = evaluate_predictors(train, held, meta, extra)
     return save_profile(device, fitted, rows, kind, out_dir,
                         {"n_train": len(train), "n_heldout": n_heldout, "imported_from": str(path)})
 
 
 def profile(device: str, devices_file: Path | None, archs: int, heldout: int, kind: str, blocks: bool, data: str,
             resolution: int | None, space: str, space_width: float, seed: int, out: Path,
-            imported: Path | None = None) -> dict[str, Any]:
-    """``edgekd profile``: measure the registry's ``device`` on random architectures of ``space`` (inputs shaped
-    like ``data``'s), fit every predictor and write them and their report to ``out``; with ``imported``, fit
+            imported: Path | None = None, budget: int | None = None,
+            transfer_from: Path | None = None) -> dict[str, Any]:
+    """``edgekd profile``: measure the registry's ``device`` on ``archs`` random architectures of ``space``
+    (inputs shaped like ``data``'s), or on ``budget`` ones spread over it, fit every predictor (and the transfer
+    of the ``transfer_from`` predictor file) and write them and their report to ``out``; with ``imported``, fit
     them on that CSV's latencies instead, measuring nothing (``device`` then only names the files)."""
-    if kind not in PREDICTOR_KINDS or (kind == "blocks" and (not blocks or imported)):
+    if kind not in PREDICTOR_KINDS or (kind == "blocks" and (not blocks or imported)) or (
+            kind == "transfer" and transfer_from is None):
         raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks "
-                          "and a device to measure)")
+                          "and a device to measure, transfer needs --transfer-from)")
+    if budget is not None and imported is not None:
+        raise ConfigError("--budget chooses what to measure; with --import nothing is measured")
+    base = load_predictor(transfer_from) if transfer_from is not None else None
     d = load_data(data, seed, resolution)
     c, res, _ = d.input_shape
     the_space = make_space(space, res, c, d.num_classes, space_width)
     if imported is not None:
-        return import_profile(imported, device, the_space, heldout, kind, out, seed)
+        return import_profile(imported, device, the_space, heldout, kind, out, seed, base)
     latency = MeasuredLatency(get_device(device, devices_file), latency_cache())
-    return profile_device(latency, the_space, archs, heldout, kind, out, seed, blocks)
+    return profile_device(latency, the_space, budget or archs, heldout, kind, out, seed, blocks, budget is not None,
+                          base)

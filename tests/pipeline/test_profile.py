@@ -65,6 +65,29 @@ def test_profile_command(tmp_path, monkeypatch):
         assert result.exit_code == 2 and "profiling needs at least 10" in result.output  # before measuring
 
 
+def test_profile_spends_a_budget_on_spread_architectures_and_transfers_another_devices_predictor(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "devices.yaml").write_text(
+        "devices:\n  cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n"
+        "  cpu-2t:\n    kind: local\n    threads: 2\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+    common = ["--data", "synthetic", "--resolution", "8", "--no-blocks", "--heldout", "4"]
+    assert CliRunner().invoke(app, ["profile", "--device", "cpu", "--archs", "16", "--kind", "table", *common]
+                              ).exit_code == 0
+    result = CliRunner().invoke(app, ["profile", "--device", "cpu-2t", "--budget", "10", "--transfer-from",
+                                      "predictors/cpu-table.json", "--kind", "transfer", *common])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "predictors" / "cpu-2t-profile.json").read_text())
+    assert report["chosen_by"] == "spread" and report["n_train"] == 10 and "transfer" in report["predictors"]
+    transfer = load_predictor(tmp_path / "predictors" / "cpu-2t-transfer.json")
+    assert transfer.kind == "transfer" and transfer.meta["base_device"] == "cpu" and transfer.meta["fitted_on"] == 10
+    for bad, message in ((["--kind", "transfer"], "transfer needs --transfer-from"),
+                         (["--budget", "12", "--import", "x.csv"], "with --import nothing is measured"),
+                         (["--transfer-from", "nowhere.json"], "predictor file not found")):
+        result = CliRunner().invoke(app, ["profile", "--device", "cpu", *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def _latency_csv(path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -95,6 +118,13 @@ def test_profile_imports_latencies_measured_elsewhere_by_choices_or_archspec(tmp
                                           for c, t in zip(choices, ms, strict=True)])
     assert CliRunner().invoke(app, [*args, "--import", "archs.csv", "--out", "p2"]).exit_code == 0
     assert json.loads((tmp_path / "p2" / "lab-phone-profile.json").read_text())["n_train"] == 32
+
+    # another phone's latencies, 1.5x slower, adapted from the first phone's predictor
+    _latency_csv(tmp_path / "phone2.csv", [{**c, "ms": 1.5 * t} for c, t in zip(choices, ms, strict=True)])
+    assert CliRunner().invoke(app, [*args, "--import", "phone2.csv", "--out", "p3", "--transfer-from",
+                                    "predictors/lab-phone-flops.json"]).exit_code == 0
+    rows = json.loads((tmp_path / "p3" / "lab-phone-profile.json").read_text())["predictors"]
+    assert rows["transfer"]["within10"] == 1.0
 
 
 @pytest.mark.parametrize(("edit", "message"), [

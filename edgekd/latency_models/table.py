@@ -1,0 +1,146 @@
+"""``table``: a position-aware latency table, solvable from whole-model measurements.
+
+A network costs a fitted overhead plus the cost of each block's cell: (slot, operator choice, input size), the
+slot being the block's stage and place in it, the choice its op, kernel, expansion, squeeze-excite, grouping,
+skip and output width and stride, the input size its input channels and side (FBNet's and Once-for-All's
+tables, keyed by position and shape). A phone gives whole-model latencies only, and a few hundred of them cannot
+pin down thousands of cells, so every cell starts from a prior, the per-operator ``lut`` cost of its operators,
+and the measurements move it: a ridge fit of what the prior leaves unexplained on the cells and on coarser cells
+that share strength (the same choice and input size at any slot; the same operator at the slot whatever the
+sizes), its strength chosen by cross-validation. A cell never measured costs its prior.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from edgekd.core.arch import ArchSpec, BlockSpec
+from edgekd.latency_models.features import block_inputs, features, operators
+from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, lut_design
+
+RIDGE_GRID = tuple(10.0 ** e for e in np.arange(-6, 4.5, 0.5))
+COARSE_FREEDOM = (1.0, 10.0, 100.0, 1000.0)
+"""How much more freely than a cell a coarse cell may move (its ridge strength divided by this), chosen by
+cross-validation with the strength: a coarse cell is seen in many networks, a cell in one or two."""
+FOLDS = 5
+
+
+def _choice(b: BlockSpec, cin: int, size: int) -> str:
+    extras = "".join((f" se{b.se_ratio:g}" if b.se_ratio else "", f" g{b.groups}" if b.groups > 1 else "",
+                      " shuffle" if b.shuffle else "", " res" if b.residual and b.stride == 1
+                      and cin == b.out_channels else ""))
+    return f"{b.op} k{b.kernel} e{b.expand}{extras} | {cin}x{size}x{size}->{b.out_channels}/{b.stride}"
+
+
+def cells(spec: ArchSpec) -> list[str]:
+    """Each block's cell, ``SLOT CHOICE``, SLOT being ``s{stage}.{place in the stage}``."""
+    places: dict[int, int] = defaultdict(int)
+    out = []
+    for b, (cin, size) in zip(spec.blocks, block_inputs(spec), strict=True):
+        out.append(f"s{b.stage}.{places[b.stage]} {_choice(b, cin, size)}")
+        places[b.stage] += 1
+    return out
+
+
+def _coarse(cell: str) -> list[str]:
+    """The coarser cells a cell shares strength with: its choice and input size at any slot, and at its slot
+    each part of its choice alone (the op and expansion, the kernel, the extras) whatever the rest."""
+    slot, choice = cell.split(" ", 1)
+    op, kernel, expand, *extras = choice.split(" | ")[0].split()
+    return ["* " + choice, f"{slot} {op} {expand}", f"{slot} {kernel}", f"{slot} {' '.join(extras) or 'plain'}"]
+
+
+def _keys(spec: ArchSpec) -> list[str]:
+    fine = cells(spec)
+    return fine + [k for c in fine for k in _coarse(c)]
+
+
+def _design(specs: list[ArchSpec], columns: dict[str, int]) -> np.ndarray:
+    z = np.zeros((len(specs), len(columns)))
+    for i, s in enumerate(specs):
+        for key in _keys(s):
+            if key in columns:
+                z[i, columns[key]] += 1
+    return z
+
+
+def _ridge(u: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray,
+           lams: tuple[float, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(per-operator costs, cell corrections) minimising the weighted squared error of ``y`` ~ u·costs + z·cells
+    plus lam x the corrections' squared norm (the costs are not shrunk), for each lam; solved in the dual, as
+    there are far fewer measurements than cells."""
+    root = np.sqrt(w)
+    uw = u * root[:, None]
+    pinv = np.linalg.pinv(uw)
+
+    def unexplained(m: np.ndarray) -> np.ndarray:  # what the per-operator costs alone cannot fit
+        return m - uw @ (pinv @ m)
+
+    a, b = unexplained(z * root[:, None]), unexplained(y * root)
+    values, vectors = np.linalg.eigh(a @ a.T)
+    out = []
+    for lam in lams:
+        corrections = a.T @ (vectors @ ((vectors.T @ b) / (np.maximum(values, 0) + lam)))
+        out.append((pinv @ (root * (y - z @ corrections)), corrections))
+    return out
+
+
+def _cv_errors(u: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """For each strength of ``RIDGE_GRID``: the weighted mean squared relative error over ``FOLDS`` folds."""
+    folds = np.arange(len(y)) % FOLDS
+    err = np.zeros(len(RIDGE_GRID))
+    for k in range(FOLDS):
+        test = folds == k
+        for j, (costs, corrections) in enumerate(_ridge(u[~test], z[~test], y[~test], w[~test], RIDGE_GRID)):
+            err[j] += np.sum(w[test] * ((u[test] @ costs + z[test] @ corrections - y[test]) / y[test]) ** 2)
+    return err / w.sum()
+
+
+def fit_table(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    """Per-operator costs (the prior of every cell, not shrunk) and the cells' ridge corrections, fitted
+    together; the ridge strength and the coarse cells' freedom by cross-validation."""
+    u = lut_design(np.array([features(s) for s in specs]))
+    columns = {key: i for i, key in enumerate(sorted({k for s in specs for k in _keys(s)}))}
+    coarse = np.array([key.startswith("*") or " | " not in key for key in columns])  # see _coarse
+    z = _design(specs, columns)
+
+    def scaled(freedom: float) -> np.ndarray:
+        return np.where(coarse, np.sqrt(freedom), 1.0)  # a column scaled by c is shrunk c² times less
+
+    errors = {f: _cv_errors(u, z * scaled(f), y, w) for f in COARSE_FREEDOM}
+    freedom = min(errors, key=lambda f: errors[f].min())
+    lam = RIDGE_GRID[int(np.argmin(errors[freedom]))]
+    (costs, corrections), = _ridge(u, z * scaled(freedom), y, w, (lam,))
+    corrections = corrections * scaled(freedom)
+    return {"prior": costs.tolist(), "ridge": lam, "coarse_freedom": freedom,
+            "cells": {key: float(corrections[i]) for key, i in columns.items()}}
+
+
+def _predict(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
+    prior = lut_design(p.features(specs)) @ np.asarray(p.params["prior"])
+    correction = p.params["cells"]
+    return prior + np.array(
+        [sum(correction.get(k, 0.0) for k in _keys(s)) for s in specs])
+
+
+def cell_costs(p: Predictor, spec: ArchSpec) -> list[tuple[str, float]]:
+    """``spec``'s latency broken down: each block's cell and its cost in ms (prior plus corrections), then the
+    rest (stem, head, classifier and the fitted overhead) as ``other``; they sum to ``p.predict(spec)``."""
+    prior = np.asarray(p.params["prior"])
+    types = p.op_types
+    n = len(types)
+    per_block: dict[int, float] = defaultdict(float)
+    for op in operators(spec):
+        if op.type in types:
+            i = types.index(op.type)
+            per_block[op.block] += prior[i] + prior[n + i] * op.macs / 1e6
+    correction = p.params["cells"]
+    rows = [(c, per_block[i] + sum(correction.get(k, 0.0) for k in [c, *_coarse(c)]))
+            for i, c in enumerate(cells(spec))]
+    return [*rows, ("other", per_block[-1] + prior[-1])]
+
+
+PREDICTOR_KINDS.add("table", PredictorKind(_predict, fit_table))

@@ -1,0 +1,84 @@
+"""The position-aware table, the transfer to a new device, and the spread choice of what to measure, on devices
+whose costs are known."""
+
+import random
+
+import numpy as np
+import pytest
+
+from edgekd.core.errors import ConfigError
+from edgekd.latency_models.features import operators
+from edgekd.latency_models.predictors import fit_predictor, load_predictor
+from edgekd.latency_models.table import cell_costs, cells
+from edgekd.latency_models.transfer import fit_transfer
+from edgekd.pipeline.profile import sample_archs, spread_archs
+from edgekd.spaces import make_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_space("mnas", 16, 1, 10, width=0.25)
+
+
+def _operator_ms(spec, depthwise=1.0) -> float:
+    """A device whose every operator costs a fixed overhead plus a cost per MAC (depthwise ones x ``depthwise``)."""
+    return 0.05 + sum((0.003 + 0.02 * op.macs / 1e6) * (depthwise if op.type.startswith("dw") else 1.0)
+                      for op in operators(spec))
+
+
+def _slot_ms(spec) -> float:
+    """The same device, except that a stage-2 block in its first place is 0.03 ms slower with a 7x7 kernel and
+    0.02 ms faster with a 3x3 one (a cost of the position, which no per-operator table can follow)."""
+    extra = {" k7 ": 0.03, " k3 ": -0.02}
+    return _operator_ms(spec) + sum(v for c in cells(spec) if c.startswith("s2.0 ") for k, v in extra.items()
+                                    if k in c)
+
+
+def _mape(p, specs, truth) -> float:
+    measured = np.array([truth(s) for s in specs])
+    return float(np.mean(np.abs(p.predict_many(specs) - measured) / measured))
+
+
+def test_the_table_learns_a_cost_of_the_layer_slot_that_the_operator_table_cannot(space, tmp_path):
+    train, heldout = sample_archs(space, 300, 0), sample_archs(space, 100, 1)
+    pairs = [(s, _slot_ms(s)) for s in train]
+    table, lut = fit_predictor("table", pairs), fit_predictor("lut", pairs)
+    assert _mape(table, heldout, _slot_ms) < 0.01 < _mape(lut, heldout, _slot_ms)
+    breakdown = cell_costs(table, heldout[0])
+    assert [c for c, _ in breakdown[:-1]] == cells(heldout[0]) and breakdown[-1][0] == "other"
+    assert sum(ms for _, ms in breakdown) == pytest.approx(table.predict(heldout[0]))
+    again = load_predictor(table.save(tmp_path / "table.json"))
+    assert np.array_equal(again.predict_many(heldout), table.predict_many(heldout))
+
+
+def test_a_transfer_learns_a_new_device_from_30_measurements_where_a_fit_from_scratch_cannot(space, tmp_path):
+    base = fit_predictor("table", [(s, _slot_ms(s)) for s in sample_archs(space, 300, 0)],
+                         {"device": "lab-cpu", "runtime": "onnxruntime"})
+
+    def phone(spec):  # the lab CPU 1.7x slower, with depthwise convolutions twice as slow again, 1% noise
+        slower_depthwise = _operator_ms(spec, depthwise=2.0) - _operator_ms(spec)
+        return 1.7 * (_slot_ms(spec) + slower_depthwise) * (1 + 0.01 * np.sin(int(spec.id[:8], 16)))
+
+    few = [(s, phone(s)) for s in spread_archs(space, 30, 5)]
+    heldout = sample_archs(space, 200, 9)
+    transfer = fit_transfer(base, few, {"device": "phone"})
+    scratch = fit_predictor("lut", few)
+    assert _mape(transfer, heldout, phone) < 0.02 and _mape(transfer, heldout, phone) < _mape(scratch, heldout, phone)
+    assert transfer.meta["base_device"] == "lab-cpu" and transfer.meta["fitted_on"] == 30
+    again = load_predictor(transfer.save(tmp_path / "phone-transfer.json"))  # holds its base: no other file read
+    assert np.array_equal(again.predict_many(heldout), transfer.predict_many(heldout))
+    with pytest.raises(ConfigError, match="at least 5 measurements of the new device"):
+        fit_transfer(base, few[:4])
+
+
+def test_spread_choices_are_distinct_reproducible_and_fit_better_than_random_ones(space):
+    a, b = spread_archs(space, 20, 3), spread_archs(space, 20, 3)
+    assert [s.id for s in a] == [s.id for s in b] and len({s.id for s in a}) == 20
+    heldout = sample_archs(space, 200, 11)
+    errors = {name: _mape(fit_predictor("lut", [(s, _slot_ms(s)) for s in chosen]), heldout, _slot_ms)
+              for name, chosen in (("spread", a), ("random", sample_archs(space, 20, 3)))}
+    assert errors["spread"] < errors["random"]
+    sizes = {name: np.ptp([_operator_ms(s) for s in chosen]) for name, chosen in
+             (("spread", a), ("random", sample_archs(space, 20, 3)))}
+    assert sizes["spread"] > sizes["random"]  # reaches further into the space's extremes
+    assert len(spread_archs(space, 5, 0, pool=random.Random(0).randint(10, 20))) == 5
