@@ -48,7 +48,8 @@ def test_the_shipped_examples_are_valid_entries(tmp_path):
     path = tmp_path / "devices.yaml"
     path.write_text("devices:\n" + "\n".join(examples) + "\n")
     devices = load_devices(path)
-    assert {d.spec.kind for d in devices.values()} == {"local", "ssh", "adb", "tensorrt", "predictor", "nnmeter"}
+    assert {d.spec.kind for d in devices.values()} == {"local", "ssh", "adb", "qaihub", "tensorrt", "predictor",
+                                                          "nnmeter"}
     assert devices["host-gpu"].spec.provider == "cuda"
     assert devices["pixel7-predicted"].spec.file == str(tmp_path / "predictors" / "pixel7-lut.json")
 

@@ -19,6 +19,7 @@ from edgekd.core.registry import ALL, Registry
 from edgekd.data import load_data
 from edgekd.latency_models import PREDICTING
 from edgekd.latency_models.predictors import fit_block_table, fit_predictor, load_predictor
+from edgekd.latency_models.transfer import fit_transfer
 from edgekd.pipeline.opening import open_run
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.teacher import save_checkpoint
@@ -46,6 +47,7 @@ DEVICE_EXAMPLES = {
     "ssh": {"kind": "ssh", "host": "nobody@127.0.0.1", "port": 1, "command": "true", "pattern": "(x)", "timeout_s": 5},
     "adb": {"kind": "adb", "tool": "benchmark_model", "binary": "/data/local/tmp/benchmark_model", "timeout_s": 5},
     "tensorrt": {"kind": "tensorrt"},
+    "qaihub": {"kind": "qaihub", "device": "Samsung Galaxy S24 (Family)"},
     "predictor": {"kind": "predictor", "file": "PREDICTOR"},
     "nnmeter": {"kind": "nnmeter", "predictor": "no_such_predictor_here"},
 }
@@ -202,6 +204,8 @@ def predictor_kind_contract(name, kind, tmp_path):
     pairs = [(s, 0.05 + 0.002 * len(s.blocks) + 0.01 * s.blocks[-1].out_channels / 16) for s in specs]
     if kind.fit is not None:
         predictor = fit_predictor(name, pairs[:16])
+    elif name == "transfer":
+        predictor = fit_transfer(fit_predictor("lut", pairs[:16]), pairs[:8])
     else:
         reference = {d: v[0] for d, v in space.choices.items()}
         from edgekd.latency_models.predictors import block_table_archs

@@ -12,7 +12,7 @@ import reprlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from edgekd.core.errors import ConfigError
 from edgekd.core.registry import Registry
@@ -144,6 +144,34 @@ class AdbDevice(DeviceEntry):
     def binaries(self) -> dict[str, str]:
         """Every tool of the entry, by name: its path on the phone."""
         return {**self.tools, self.tool: self.binary}
+
+
+@DEVICE_KINDS.register("qaihub")
+class QaiHubDevice(DeviceEntry):
+    """A phone in Qualcomm AI Hub's cloud, through the ``qai-hub`` client (extra ``qaihub``): each model is
+    compiled for ``target_runtime`` and profiled on the named device by AI Hub's jobs. The API token is the
+    user's own qai-hub configuration (``qai-hub configure --api_token ...``); edgekd never reads or stores it."""
+
+    kind: Literal["qaihub"]
+    device: str
+    """AI Hub's device name, exactly as ``qai-hub list-devices`` prints it, e.g. "Samsung Galaxy S24 (Family)"."""
+    target_runtime: Literal["tflite", "qnn_dlc", "qnn_context_binary", "onnx", "precompiled_qnn_onnx"] = "tflite"
+    """What AI Hub compiles the ONNX model to (its compile option ``--target_runtime``)."""
+    compile_options: str = ""
+    """Further compile job options, e.g. "--quantize_io"."""
+    profile_options: str = ""
+    """Further profile job options, e.g. "--compute_unit npu" (``repeats`` sets --max_profiler_iterations)."""
+    protocol: MeasurementProtocol = MeasurementProtocol(kind="median")
+    """Only ``median``: a cloud job per sample cannot be interleaved with a reference."""
+    timeout_s: Annotated[float, Field(gt=0)] = 3600
+    """Longest wait for a model's compile and profile jobs (they queue for a free phone)."""
+
+    @field_validator("protocol")
+    @classmethod
+    def _median_only(cls, protocol: MeasurementProtocol) -> MeasurementProtocol:
+        if protocol.kind != "median":
+            raise ValueError("a qaihub device is timed by AI Hub's profile jobs: protocol kind must be median")
+        return protocol
 
 
 @DEVICE_KINDS.register("tensorrt")

@@ -35,7 +35,8 @@ class Backend(Protocol):
 
 BACKENDS: Registry[Callable[[DeviceEntry], Backend]] = Registry(
     "backends", "measuring backend",
-    ("edgekd.runtime.local", "edgekd.runtime.ssh", "edgekd.runtime.adb", "edgekd.runtime.tensorrt"))
+    ("edgekd.runtime.local", "edgekd.runtime.ssh", "edgekd.runtime.adb", "edgekd.runtime.tensorrt",
+     "edgekd.runtime.qaihub"))
 """The measuring backend of each measurable device kind, made from its devices.yaml entry."""
 
 
