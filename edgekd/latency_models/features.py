@@ -125,6 +125,17 @@ def features(spec: ArchSpec, op_types: tuple[str, ...] = OP_TYPES) -> list[float
     return [*counts.values(), *macs.values(), elems / 1e6]
 
 
+def padded_mmacs(spec: ArchSpec, multiple: int, op_types: tuple[str, ...] = OP_TYPES) -> list[float]:
+    """Per operator type of ``op_types``: MACs in millions with the output channels rounded up to ``multiple``,
+    as vectorised kernels (int8 GEMMs, SIMD lanes) compute them: the work grows in steps of channels."""
+    macs = dict.fromkeys(op_types, 0.0)
+    for op in operators(spec):
+        if op.type in macs:
+            padded = -(-op.channels // multiple) * multiple if op.channels else 0
+            macs[op.type] += op.macs / 1e6 * (padded / op.channels if op.channels else 1.0)
+    return list(macs.values())
+
+
 def total_mmacs(spec: ArchSpec) -> float:
     return sum(op.macs for op in operators(spec)) / 1e6
 

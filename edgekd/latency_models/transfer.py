@@ -2,8 +2,9 @@
 
 The shape comes from the device with many measurements: its predictor (any kind, the ``base``) ranks the
 architectures and knows how their costs relate. The new device gives the scale and the few differences:
-``latency = a x base(arch) + b + sum_t c_t x f_t(arch)``, the f_t being the per-operator features (count and
-MMACs of each operator type, standardised), their coefficients shrunk towards zero by ridge (strength chosen by
+``latency = a x base(arch) + b + sum_t c_t x f_t(arch)``, the f_t being the per-operator features (count, MMACs
+and MMACs with the channels padded as vectorised kernels compute them, per operator type, and the outputs'
+elements; standardised), their coefficients shrunk towards zero by ridge (strength chosen by
 leave-one-out error), a and b not shrunk. With a handful of measurements it is the base rescaled; with more the
 operator terms learn what differs (int8's slower depthwise convolutions, another thread's fixed cost per
 operator). Errors are weighed relatively, as latencies are compared by ratio. The file holds its base whole.
@@ -18,10 +19,14 @@ import numpy as np
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, lut_design
+from edgekd.latency_models.features import padded_mmacs
+from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind
 
 MIN_TRANSFER = 5
 """Fewest measurements of the new device a transfer is fitted on."""
+PADDING = (8, 16)
+"""Channel multiples vectorised kernels compute in (an int8 GEMM's or a SIMD unit's), whose padded work the
+operator terms include."""
 RIDGE_GRID = (*(10.0 ** e for e in range(-3, 5)), 1e8)
 """Ridge strengths tried; the last is the base merely rescaled."""
 
@@ -33,9 +38,16 @@ def _base(p: Predictor) -> Predictor:
     return p.cache["base"]
 
 
+def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> np.ndarray:
+    """Per operator type: count, MMACs, MMACs with the channels rounded up to 8 and to 16, and all outputs'
+    elements."""
+    return np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
+                                              for m in PADDING)])
+
+
 def _inputs(base: Predictor, specs: list[ArchSpec], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    operator_terms = (lut_design(base.features(specs))[:, :-1] - mean) / std
-    return np.hstack([base.predict_many(specs)[:, None], np.ones((len(specs), 1)), operator_terms])
+    return np.hstack([base.predict_many(specs)[:, None], np.ones((len(specs), 1)),
+                      (_operator_terms(base, specs) - mean) / std])
 
 
 def _solve(x: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +71,7 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     w = (np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y ** 2
-    terms = lut_design(base.features(specs))[:, :-1]
+    terms = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
     std[std == 0] = 1.0
     x = _inputs(base, specs, mean, std)
