@@ -279,5 +279,5 @@ def profile(device: str, devices_file: Path | None, archs: int, heldout: int, ki
     if imported is not None:
         return import_profile(imported, device, the_space, heldout, kind, out, seed, base)
     latency = MeasuredLatency(get_device(device, devices_file), latency_cache())
-    return profile_device(latency, the_space, budget or archs, heldout, kind, out, seed, blocks, budget is not None,
-                          base)
+    return profile_device(latency, the_space, archs if budget is None else budget, heldout, kind, out, seed, blocks,
+                          budget is not None, base)

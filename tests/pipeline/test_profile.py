@@ -82,6 +82,7 @@ def test_profile_spends_a_budget_on_spread_architectures_and_transfers_another_d
     transfer = load_predictor(tmp_path / "predictors" / "cpu-2t-transfer.json")
     assert transfer.kind == "transfer" and transfer.meta["base_device"] == "cpu" and transfer.meta["fitted_on"] == 10
     for bad, message in ((["--kind", "transfer"], "transfer needs --transfer-from"),
+                         (["--budget", "0"], "profiling needs at least 10 architectures to fit on"),
                          (["--budget", "12", "--import", "x.csv"], "with --import nothing is measured"),
                          (["--transfer-from", "nowhere.json"], "predictor file not found")):
         result = CliRunner().invoke(app, ["profile", "--device", "cpu", *bad])
