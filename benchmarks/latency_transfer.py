@@ -25,7 +25,7 @@ Ends with one line of JSON: {"transfer_within10", "transfer_kendall" (the worst 
 "n_heldout", "ceiling": {device: {...}}, "devices": {device: {...}}}.
 
     python benchmarks/latency_transfer.py [--table-budget 300] [--transfer-budget 30] [--heldout 200]
-        [--ceiling 40] [--convert-cache DIR] [--convert-only]
+        [--ceiling 40] [--convert-cache DIR] [--convert-only] [--save FILE]
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--ceiling", type=int, default=40, help="held-out architectures measured a second time")
     parser.add_argument("--convert-cache", type=Path, help="LiteRT conversions (default: a fresh temporary folder)")
     parser.add_argument("--convert-only", action="store_true", help="make the LiteRT conversions and stop")
+    parser.add_argument("--save", type=Path, help="write every measurement here, {device: {arch id: ms}}")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="edgekd-transfer-"))
     os.environ.setdefault("EDGEKD_CACHE", str(root / "cache"))
@@ -156,6 +157,8 @@ def main() -> None:
     source = ort_device("ort-1t", cache, threads=1)
     table_specs = spread_archs(space, args.table_budget, 0)
     table_ms, heldout_ms = source(table_specs), source(heldout)
+    saved = {"ort-1t": {s.id: float(ms) for s, ms in zip(table_specs + heldout, [*table_ms, *heldout_ms],
+                                                           strict=True)}}
     pairs = list(zip(table_specs, table_ms, strict=True))
     table = fit_predictor("table", pairs, {"device": "ort-1t"})
     table_row = {kind: score(p.predict_many(heldout), heldout_ms)
@@ -172,6 +175,8 @@ def main() -> None:
     for name, measure in targets.items():
         truth = measure(heldout)
         fitted = {how: list(zip(specs, measure(specs), strict=True)) for how, specs in few.items()}
+        saved[name] = {s.id: float(ms) for s, ms in [*zip(heldout, truth, strict=True), *fitted["spread"],
+                                                     *fitted["random"]]}
         predictions = {
             "transfer": fit_transfer(table, fitted["spread"]).predict_many(heldout),
             "transfer_from_random": fit_transfer(table, fitted["random"]).predict_many(heldout),
@@ -187,6 +192,8 @@ def main() -> None:
     for name, row in rows.items():
         print(f"{name:<10}{row['vs_ort_1t']:>9.2f}" + "".join(
             f"{r['within10']:>14.1%} / {r['kendall']:.3f}" for k, r in row.items() if k != "vs_ort_1t"))
+    if args.save:
+        args.save.write_text(json.dumps(saved))
     print(f"\nmeasurement ceiling: {args.ceiling} held-out architectures measured a second time agree with the "
           "first (within ±10% / Kendall):")
     for name, c in ceiling.items():
