@@ -142,12 +142,13 @@ def profile_device(
     if n_train < MIN_FIT or n_heldout < 2:  # refused before minutes of measuring, not after
         raise ConfigError(f"profiling needs at least {MIN_FIT} architectures to fit on and 2 held out, "
                           f"got {n_train} and {n_heldout}")
-    specs = sample_archs(space, n_train + n_heldout, seed)
     if spread:
         train = spread_archs(space, n_train, seed)
         chosen = {s.id for s in train}
         specs = train + [s for s in sample_archs(space, n_train + n_heldout, seed + 1) if s.id not in chosen][
             :n_heldout]
+    else:
+        specs = sample_archs(space, n_train + n_heldout, seed)
     measurements, measure_s = measure_all(latency, specs, f"profiling {latency.device.name}")
     pairs = [(spec, m.median_ms) for spec, m in zip(specs, measurements, strict=True)]
     meta = {"device": latency.device.name, "device_fingerprint": latency.device.fingerprint,
