@@ -4,10 +4,11 @@ The shape comes from the device with many measurements: its predictor (any kind,
 architectures and knows how their costs relate. The new device gives the scale and the few differences:
 ``latency = a x base(arch) + b + sum_t c_t x f_t(arch)``, the f_t being the per-operator features (count, MMACs
 and MMACs with the channels padded as vectorised kernels compute them, per operator type, and the outputs'
-elements; standardised), their coefficients shrunk towards zero by ridge (strength chosen by
-leave-one-out error), a and b not shrunk. With a handful of measurements it is the base rescaled; with more the
-operator terms learn what differs (int8's slower depthwise convolutions, another thread's fixed cost per
-operator). Errors are weighed relatively, as latencies are compared by ratio. The file holds its base whole.
+elements; standardised), their coefficients chosen by the lasso (scikit-learn's, strength by leave-one-out
+error), a and b not shrunk. A device differs from another in a few operators (LiteRT's 7x7 depthwise kernels,
+int8's padded channels), and the lasso keeps those few terms and sets the rest to zero: with a handful of
+measurements it is the base merely rescaled, with more it learns the differences. Errors are weighed
+relatively, as latencies are compared by ratio. The file holds its base whole.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ MIN_TRANSFER = 5
 PADDING = (8, 16)
 """Channel multiples vectorised kernels compute in (an int8 GEMM's or a SIMD unit's), whose padded work the
 operator terms include."""
-RIDGE_GRID = (*(10.0 ** e for e in range(-3, 5)), 1e8)
-"""Ridge strengths tried; the last is the base merely rescaled."""
 
 
 def _base(p: Predictor) -> Predictor:
@@ -50,15 +49,16 @@ def _inputs(base: Predictor, specs: list[ArchSpec], mean: np.ndarray, std: np.nd
                       (_operator_terms(base, specs) - mean) / std])
 
 
-def _solve(x: np.ndarray, y: np.ndarray, w: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Coefficients and leave-one-out residuals of the weighted ridge fit (first two columns not shrunk)."""
-    penalty = np.full(x.shape[1], lam)
-    penalty[:2] = 0.0
-    xw = x * w[:, None]
-    inverse = np.linalg.pinv(x.T @ xw + np.diag(penalty))
-    coef = inverse @ (xw.T @ y)
-    leverage = np.einsum("ij,jk,ik->i", x, inverse, xw)
-    return coef, (y - x @ coef) / np.maximum(1 - leverage, 1e-6)
+def _lasso(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coefficients of ``y`` ~ u·c_u + x·c_x with the lasso on c_x only (strength by leave-one-out error): c_u
+    solved exactly for any c_x, so the lasso runs on what ``u`` leaves unexplained (Frisch-Waugh)."""
+    from sklearn.linear_model import LassoCV
+    from sklearn.model_selection import LeaveOneOut
+
+    pinv = np.linalg.pinv(u)
+    residual = np.eye(len(y)) - u @ pinv
+    fit = LassoCV(cv=LeaveOneOut(), fit_intercept=False, max_iter=100_000, tol=1e-3).fit(residual @ x, residual @ y)
+    return pinv @ (y - x @ fit.coef_), fit.coef_, float(fit.alpha_)
 
 
 def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None,
@@ -70,16 +70,15 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
                           f"got {len(pairs)}")
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
-    w = (np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y ** 2
+    root_w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y
     terms = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
     std[std == 0] = 1.0
-    x = _inputs(base, specs, mean, std)
-    loo = [float(np.sum(w * _solve(x, y, w, lam)[1] ** 2)) for lam in RIDGE_GRID]
-    lam = RIDGE_GRID[int(np.argmin(loo))]
-    coef, _ = _solve(x, y, w, lam)
-    params = {"base": {"kind": base.kind, "params": base.params, "meta": base.meta}, "coef": coef.tolist(),
-              "mean": mean.tolist(), "std": std.tolist(), "ridge": lam}
+    x = _inputs(base, specs, mean, std) * root_w[:, None]
+    scale, differences, alpha = _lasso(x[:, :2], x[:, 2:], y * root_w)
+    params = {"base": {"kind": base.kind, "params": base.params, "meta": base.meta},
+              "coef": [*scale.tolist(), *differences.tolist()], "mean": mean.tolist(), "std": std.tolist(),
+              "lasso": alpha, "terms_kept": int(np.count_nonzero(differences))}
     meta = {**(meta or {}), "fitted_on": len(pairs), "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "features": base.meta.get("features"), "base_device": base.meta.get("device"),
             "base_runtime": base.meta.get("runtime")}

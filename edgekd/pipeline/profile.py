@@ -55,23 +55,28 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
 
 
 def spread_archs(space: SearchSpace, n: int, seed: int, pool: int = 3000) -> list[ArchSpec]:
-    """``n`` architectures of ``space`` chosen to make a fitted predictor as good as possible for that budget:
-    from ``pool`` random ones, each next the one a fit on those chosen so far knows least (the largest
-    leverage in the standardised per-operator features, greedy D-optimal design), so the choice covers the
-    space's extremes and its rare operators, where random sampling piles up in the middle."""
+    """``n`` architectures of ``space`` chosen to make a fitted predictor as good as possible for that budget.
+    From ``pool`` random ones, first each next the one a fit on those chosen so far knows least (the largest
+    leverage in the standardised per-operator features, greedy D-optimal design): that pins down the per-operator
+    costs, reaching the space's extremes and its rare operators, where random sampling piles up in the middle.
+    Past two choices per feature the costs are pinned and what a fit still misses is how latency bends between
+    the extremes, where the architectures a search meets lie, so the rest are random ones from the pool."""
     candidates = sample_archs(space, max(pool, n), seed)
     x = lut_design(np.array([features(s) for s in candidates]))[:, :-1]
-    x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    std = x.std(0)
+    varies = std > 1e-9 * np.abs(x).max(0)  # a constant column, give or take rounding, says nothing
+    x = (x[:, varies] - x[:, varies].mean(0)) / std[varies]
     inverse = np.eye(x.shape[1]) / 1e-3  # a weak prior keeps the first choices well defined
     chosen: list[int] = []
-    for _ in range(min(n, len(candidates))):
+    for _ in range(min(n, 2 * x.shape[1], len(candidates))):
         leverage = np.einsum("ij,jk,ik->i", x, inverse, x)
         leverage[chosen] = -np.inf
         i = int(np.argmax(leverage))
         chosen.append(i)
         v = inverse @ x[i]
         inverse -= np.outer(v, v) / (1 + x[i] @ v)
-    return [candidates[i] for i in chosen]
+    rest = [i for i in range(len(candidates)) if i not in set(chosen)]
+    return [candidates[i] for i in chosen + rest[: n - len(chosen)]]
 
 
 def measure_all(

@@ -81,4 +81,9 @@ def test_spread_choices_are_distinct_reproducible_and_fit_better_than_random_one
     sizes = {name: np.ptp([_operator_ms(s) for s in chosen]) for name, chosen in
              (("spread", a), ("random", sample_archs(space, 20, 3)))}
     assert sizes["spread"] > sizes["random"]  # reaches further into the space's extremes
+    many = spread_archs(space, 120, 3)  # past two choices per feature (14 vary here) the rest are random ones
+    assert [s.id for s in many[:20]] == [s.id for s in a]
+    spreads = [np.std([_operator_ms(s) for s in chosen])
+               for chosen in (many[:28], many[28:], sample_archs(space, 200, 11))]
+    assert spreads[0] > 1.2 * spreads[2] and abs(spreads[1] / spreads[2] - 1) < 0.2
     assert len(spread_archs(space, 5, 0, pool=random.Random(0).randint(10, 20))) == 5
