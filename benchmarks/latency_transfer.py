@@ -25,7 +25,7 @@ Ends with one line of JSON: {"transfer_within10", "transfer_kendall" (the worst 
 "n_heldout", "ceiling": {device: {...}}, "devices": {device: {...}}}.
 
     python benchmarks/latency_transfer.py [--table-budget 300] [--transfer-budget 30] [--heldout 200]
-        [--ceiling 40] [--convert-cache DIR] [--convert-only] [--save FILE]
+        [--ceiling 40] [--convert-cache DIR] [--convert-only] [--save FILE] [--targets ort-2t,ort-int8,litert]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import numpy as np
 
 SPACE = ("mnas", 16, 1, 10, 0.25)
 SEEDS = {"heldout": 1000, "transfer": 2}
+TARGETS = ("ort-2t", "ort-int8", "litert")
 
 
 def tflite_file(spec, cache: Path) -> Path:
@@ -128,7 +129,12 @@ def main() -> None:
     parser.add_argument("--convert-cache", type=Path, help="LiteRT conversions (default: a fresh temporary folder)")
     parser.add_argument("--convert-only", action="store_true", help="make the LiteRT conversions and stop")
     parser.add_argument("--save", type=Path, help="write every measurement here, {device: {arch id: ms}}")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"the devices to transfer to, of {', '.join(TARGETS)} (comma-separated)")
     args = parser.parse_args()
+    targets = args.targets.split(",")
+    if unknown := set(targets) - set(TARGETS):
+        parser.error(f"unknown --targets {', '.join(sorted(unknown))}: choose from {', '.join(TARGETS)}")
     root = Path(tempfile.mkdtemp(prefix="edgekd-transfer-"))
     os.environ.setdefault("EDGEKD_CACHE", str(root / "cache"))
 
@@ -168,11 +174,12 @@ def main() -> None:
     for kind, r in table_row.items():
         print(f"  {kind:<6} within ±10% {r['within10']:.1%}  Kendall {r['kendall']:.3f}  MAPE {r['mape']:.1%}")
 
-    targets = {"ort-2t": ort_device("ort-2t", cache, threads=2),
-               "ort-int8": ort_device("ort-int8", cache, threads=1, variant="int8"),
-               "litert": LiteRTDevice(convert_cache)}
+    devices = {"ort-2t": lambda: ort_device("ort-2t", cache, threads=2),
+               "ort-int8": lambda: ort_device("ort-int8", cache, threads=1, variant="int8"),
+               "litert": lambda: LiteRTDevice(convert_cache)}
     rows = {}
-    for name, measure in targets.items():
+    for name in targets:
+        measure = devices[name]()
         truth = measure(heldout)
         fitted = {how: list(zip(specs, measure(specs), strict=True)) for how, specs in few.items()}
         saved[name] = {s.id: float(ms) for s, ms in [*zip(heldout, truth, strict=True), *fitted["spread"],
@@ -188,7 +195,7 @@ def main() -> None:
         ceiling[name] = score(measure.again(heldout[:args.ceiling]), truth[:args.ceiling])
     print(f"\ntransfer from ort-1t's table with {args.transfer_budget} measurements of each device, "
           f"{len(heldout)} held out (within ±10% / Kendall):")
-    print(f"{'device':<10}{'x ort-1t':>9}" + "".join(f"{k:>22}" for k in rows["ort-2t"] if k != "vs_ort_1t"))
+    print(f"{'device':<10}{'x ort-1t':>9}" + "".join(f"{k:>22}" for k in rows[targets[0]] if k != "vs_ort_1t"))
     for name, row in rows.items():
         print(f"{name:<10}{row['vs_ort_1t']:>9.2f}" + "".join(
             f"{r['within10']:>14.1%} / {r['kendall']:.3f}" for k, r in row.items() if k != "vs_ort_1t"))
