@@ -215,7 +215,7 @@ def test_cli_gate_with_digest_key_and_limits(bundle, public_key, tmp_path):
     digest, report = sha256(bundle), tmp_path / "verify.json"
     ok = runner.invoke(app, ["verify", str(bundle), "--sha256", digest, "--public-key", str(public_key),
                              "--max-accuracy-drop", "onnx=0", "--max-accuracy-drop", "onnx-int8=20",
-                             "--report", str(report)])
+                             "--max-accuracy-drop", "tflite-int8=20", "--report", str(report)])
     assert ok.exit_code == 0, ok.output
     written = json.loads(report.read_text())
     assert written["limits_from"] == "ci" and written["sha256"] == digest
