@@ -75,7 +75,8 @@ def spread_archs(space: SearchSpace, n: int, seed: int, pool: int = 3000) -> lis
         chosen.append(i)
         v = inverse @ x[i]
         inverse -= np.outer(v, v) / (1 + x[i] @ v)
-    rest = [i for i in range(len(candidates)) if i not in set(chosen)]
+    taken = set(chosen)
+    rest = [i for i in range(len(candidates)) if i not in taken]
     return [candidates[i] for i in chosen + rest[: n - len(chosen)]]
 
 
