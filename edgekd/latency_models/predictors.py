@@ -244,6 +244,11 @@ def _block_table_estimate(params: dict[str, Any], spec: ArchSpec) -> float:
     return params["scale"] * raw + params["offset"]
 
 
+def varying_columns(x: np.ndarray) -> np.ndarray:
+    """Which columns of ``x`` vary: a constant one, give or take rounding, would be standardised into noise."""
+    return x.std(0) > 1e-9 * np.abs(x).max(0)
+
+
 def lut_design(x: np.ndarray) -> np.ndarray:
     """Columns: operator counts, operator MMACs (the features without the output size), and 1 (the network
     overhead)."""

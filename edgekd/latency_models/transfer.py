@@ -21,7 +21,7 @@ import numpy as np
 from edgekd.core.arch import ArchSpec
 from edgekd.core.errors import ConfigError
 from edgekd.latency_models.features import padded_mmacs
-from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind
+from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, varying_columns
 
 MIN_TRANSFER = 5
 """Fewest measurements of the new device a transfer is fitted on."""
@@ -73,7 +73,7 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     root_w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y
     terms = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
-    std[std <= 1e-9 * np.abs(terms).max(0)] = 1.0  # a constant term, give or take rounding: left near zero
+    std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
     x = _inputs(base, specs, mean, std) * root_w[:, None]
     scale, differences, alpha = _lasso(x[:, :2], x[:, 2:], y * root_w)
     params = {"base": {"kind": base.kind, "params": base.params, "meta": base.meta},

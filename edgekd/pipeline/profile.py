@@ -35,6 +35,7 @@ from edgekd.latency_models.predictors import (
     interval_weights,
     load_predictor,
     lut_design,
+    varying_columns,
 )
 from edgekd.latency_models.transfer import fit_transfer
 from edgekd.pipeline.context import latency_cache
@@ -63,9 +64,8 @@ def spread_archs(space: SearchSpace, n: int, seed: int, pool: int = 3000) -> lis
     the extremes, where the architectures a search meets lie, so the rest are random ones from the pool."""
     candidates = sample_archs(space, max(pool, n), seed)
     x = lut_design(np.array([features(s) for s in candidates]))[:, :-1]
-    std = x.std(0)
-    varies = std > 1e-9 * np.abs(x).max(0)  # a constant column, give or take rounding, says nothing
-    x = (x[:, varies] - x[:, varies].mean(0)) / std[varies]
+    x = x[:, varying_columns(x)]
+    x = (x - x.mean(0)) / x.std(0)
     inverse = np.eye(x.shape[1]) / 1e-3  # a weak prior keeps the first choices well defined
     chosen: list[int] = []
     for _ in range(min(n, 2 * x.shape[1], len(candidates))):
