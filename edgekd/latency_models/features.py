@@ -125,14 +125,23 @@ def features(spec: ArchSpec, op_types: tuple[str, ...] = OP_TYPES) -> list[float
     return [*counts.values(), *macs.values(), elems / 1e6]
 
 
+PADDING = (8, 16)
+"""Channel multiples vectorised kernels compute in (an int8 GEMM's, a SIMD unit's: AVX2 holds 8 floats, AVX-512
+16), whose padded work the predictors' terms include."""
+
+
+def padded_op_mmacs(op: Op, multiple: int) -> float:
+    """``op``'s MACs in millions with its output channels rounded up to ``multiple``, as vectorised kernels
+    compute them: the work grows in steps of channels."""
+    return op.macs / 1e6 * (-(-op.channels // multiple) * multiple / op.channels if op.channels else 1.0)
+
+
 def padded_mmacs(spec: ArchSpec, multiple: int, op_types: tuple[str, ...] = OP_TYPES) -> list[float]:
-    """Per operator type of ``op_types``: MACs in millions with the output channels rounded up to ``multiple``,
-    as vectorised kernels (int8 GEMMs, SIMD lanes) compute them: the work grows in steps of channels."""
+    """Per operator type of ``op_types``: MACs in millions with the output channels rounded up to ``multiple``."""
     macs = dict.fromkeys(op_types, 0.0)
     for op in operators(spec):
         if op.type in macs:
-            padded = -(-op.channels // multiple) * multiple if op.channels else 0
-            macs[op.type] += op.macs / 1e6 * (padded / op.channels if op.channels else 1.0)
+            macs[op.type] += padded_op_mmacs(op, multiple)
     return list(macs.values())
 
 

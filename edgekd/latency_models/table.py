@@ -4,10 +4,12 @@ A network costs a fitted overhead plus the cost of each block's cell: (slot, ope
 slot being the block's stage and place in it, the choice its op, kernel, expansion, squeeze-excite, grouping,
 skip and output width and stride, the input size its input channels and side (FBNet's and Once-for-All's
 tables, keyed by position and shape). A phone gives whole-model latencies only, and a few hundred of them cannot
-pin down thousands of cells, so every cell starts from a prior, the per-operator ``lut`` cost of its operators,
-and the measurements move it: a ridge fit of what the prior leaves unexplained on the cells and on coarser cells
-that share strength (the same choice and input size at any slot; the same operator at the slot whatever the
-sizes), its strength chosen by cross-validation. A cell never measured costs its prior.
+pin down thousands of cells, so every cell starts from a prior, the per-operator ``lut`` cost of its operators
+(with a cost per MMAC of channels padded to the vector widths, as ONNX Runtime's and XNNPACK's kernels compute
+them), and the measurements move it: a ridge fit of what the prior leaves unexplained on the cells and on
+coarser cells that share strength (the same choice and input size at any slot; the same operator at the slot
+whatever the sizes), its strength chosen by cross-validation. A cell never measured costs its prior. Errors are
+weighed relatively, as latencies are compared by ratio (else the slowest networks decide the fit).
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ from typing import Any
 import numpy as np
 
 from edgekd.core.arch import ArchSpec, BlockSpec
-from edgekd.latency_models.features import block_inputs, features, operators
+from edgekd.latency_models.features import (
+    OP_TYPES,
+    PADDING,
+    block_inputs,
+    features,
+    operators,
+    padded_mmacs,
+    padded_op_mmacs,
+)
 from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, lut_design
 
-RIDGE_GRID = tuple(10.0 ** e for e in np.arange(-6, 4.5, 0.5))
+RIDGE_GRID = tuple(10.0 ** e for e in np.arange(-6, 6.5, 0.5))
 COARSE_FREEDOM = (1.0, 10.0, 100.0, 1000.0)
 """How much more freely than a cell a coarse cell may move (its ridge strength divided by this), chosen by
 cross-validation with the strength: a coarse cell is seen in many networks, a cell in one or two."""
@@ -56,6 +66,12 @@ def _coarse(cell: str) -> list[str]:
 def _keys(spec: ArchSpec) -> list[str]:
     fine = cells(spec)
     return fine + [k for c in fine for k in _coarse(c)]
+
+
+def _prior_design(specs: list[ArchSpec], padding: tuple[int, ...], types: tuple[str, ...] = OP_TYPES) -> np.ndarray:
+    """Columns: ``lut``'s (operator counts, MMACs, 1), then per multiple of ``padding`` the padded MMACs."""
+    return np.hstack([lut_design(np.array([features(s, types) for s in specs])),
+                      *(np.array([padded_mmacs(s, m, types) for s in specs]) for m in padding)])
 
 
 def _design(specs: list[ArchSpec], columns: dict[str, int]) -> np.ndarray:
@@ -102,7 +118,9 @@ def _cv_errors(u: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray) -> np
 def fit_table(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, Any]:
     """Per-operator costs (the prior of every cell, not shrunk) and the cells' ridge corrections, fitted
     together; the ridge strength and the coarse cells' freedom by cross-validation."""
-    u = lut_design(np.array([features(s) for s in specs]))
+    u = _prior_design(specs, PADDING)
+    w = w / y ** 2
+    w = w / w.mean()  # the ridge grid's scale whatever the milliseconds
     columns = {key: i for i, key in enumerate(sorted({k for s in specs for k in _keys(s)}))}
     coarse = np.array([key.startswith("*") or " | " not in key for key in columns])  # see _coarse
     z = _design(specs, columns)
@@ -115,12 +133,12 @@ def fit_table(specs: list[ArchSpec], y: np.ndarray, w: np.ndarray) -> dict[str, 
     lam = RIDGE_GRID[int(np.argmin(errors[freedom]))]
     (costs, corrections), = _ridge(u, z * scaled(freedom), y, w, (lam,))
     corrections = corrections * scaled(freedom)
-    return {"prior": costs.tolist(), "ridge": lam, "coarse_freedom": freedom,
+    return {"prior": costs.tolist(), "padding": list(PADDING), "ridge": lam, "coarse_freedom": freedom,
             "cells": {key: float(corrections[i]) for key, i in columns.items()}}
 
 
 def _predict(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
-    prior = lut_design(p.features(specs)) @ np.asarray(p.params["prior"])
+    prior = _prior_design(specs, tuple(p.params.get("padding", ())), p.op_types) @ np.asarray(p.params["prior"])
     correction = p.params["cells"]
     return prior + np.array(
         [sum(correction.get(k, 0.0) for k in _keys(s)) for s in specs])
@@ -132,15 +150,17 @@ def cell_costs(p: Predictor, spec: ArchSpec) -> list[tuple[str, float]]:
     prior = np.asarray(p.params["prior"])
     types = p.op_types
     n = len(types)
+    padding = p.params.get("padding", ())
     per_block: dict[int, float] = defaultdict(float)
     for op in operators(spec):
         if op.type in types:
             i = types.index(op.type)
-            per_block[op.block] += prior[i] + prior[n + i] * op.macs / 1e6
+            per_block[op.block] += prior[i] + prior[n + i] * op.macs / 1e6 + sum(
+                prior[2 * n + 1 + j * n + i] * padded_op_mmacs(op, m) for j, m in enumerate(padding))
     correction = p.params["cells"]
     rows = [(c, per_block[i] + sum(correction.get(k, 0.0) for k in [c, *_coarse(c)]))
             for i, c in enumerate(cells(spec))]
-    return [*rows, ("other", per_block[-1] + prior[-1])]
+    return [*rows, ("other", per_block[-1] + prior[2 * n])]
 
 
 PREDICTOR_KINDS.add("table", PredictorKind(_predict, fit_table))

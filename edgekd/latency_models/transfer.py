@@ -20,14 +20,11 @@ import numpy as np
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import padded_mmacs
+from edgekd.latency_models.features import PADDING, padded_mmacs
 from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, varying_columns
 
 MIN_TRANSFER = 5
 """Fewest measurements of the new device a transfer is fitted on."""
-PADDING = (8, 16)
-"""Channel multiples vectorised kernels compute in (an int8 GEMM's or a SIMD unit's), whose padded work the
-operator terms include."""
 
 
 def _base(p: Predictor) -> Predictor:

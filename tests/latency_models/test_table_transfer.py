@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import operators
+from edgekd.latency_models.features import operators, padded_op_mmacs
 from edgekd.latency_models.predictors import fit_predictor, load_predictor
 from edgekd.latency_models.table import cell_costs, cells
 from edgekd.latency_models.transfer import fit_transfer
@@ -49,6 +49,19 @@ def test_the_table_learns_a_cost_of_the_layer_slot_that_the_operator_table_canno
     assert sum(ms for _, ms in breakdown) == pytest.approx(table.predict(heldout[0]))
     again = load_predictor(table.save(tmp_path / "table.json"))
     assert np.array_equal(again.predict_many(heldout), table.predict_many(heldout))
+
+
+def test_the_table_follows_work_done_in_vector_widths_of_channels(space):
+    """A CPU whose kernels compute 16 channels at a time (AVX-512 floats): a block of 17 channels costs as much as
+    one of 32. The table's prior has a cost per padded MMAC; the per-operator table has none."""
+
+    def simd_ms(spec):
+        return 0.05 + sum(0.003 + 0.02 * padded_op_mmacs(op, 16) for op in operators(spec))
+
+    train, heldout = sample_archs(space, 300, 0), sample_archs(space, 100, 1)
+    pairs = [(s, simd_ms(s)) for s in train]
+    assert _mape(fit_predictor("table", pairs), heldout, simd_ms) < 0.005 < _mape(fit_predictor("lut", pairs), heldout,
+                                                                                     simd_ms)
 
 
 def test_a_transfer_learns_a_new_device_from_30_measurements_where_a_fit_from_scratch_cannot(space, tmp_path):
