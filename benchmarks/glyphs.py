@@ -41,7 +41,6 @@ def main() -> None:
     from edgekd.pipeline.opening import open_run
     from edgekd.train import evaluate, train
 
-    torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="edgekd-glyphs-"))
     fonts = text_fonts()
     print(f"{len(fonts)} text fonts (list {fonts_fingerprint(fonts)}): {', '.join(f.name for f in fonts)}")

@@ -32,14 +32,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
     args = parser.parse_args()
 
-    import torch
 
     from edgekd.core.config import RunConfig, TrainConfig
     from edgekd.pipeline.ablate import ablate
     from edgekd.pipeline.opening import open_run
     from edgekd.pipeline.run import run_search
 
-    torch.set_num_threads(1)
     root = args.root or Path(tempfile.mkdtemp(prefix="edgekd-kd-search-"))
     proxy = TrainConfig(epochs=8, batch_size=64, lr=1e-2).model_dump()
     runs = {}

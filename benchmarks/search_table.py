@@ -106,17 +106,17 @@ def _add_seed(table: Table, seed: int, done: dict[str, dict]) -> None:
 
 
 def build(table: Table, epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
-    import torch
 
-    from edgekd.core.config import RunConfig, SearchConfig, TrainConfig
+    from edgekd.core.config import RunConfig, RuntimeConfig, SearchConfig, TrainConfig
     from edgekd.core.ui import progress
     from edgekd.evaluators.proxy import KDProxyEvaluator
     from edgekd.pipeline.opening import open_run
 
-    torch.set_num_threads(1)
     proxy = TrainConfig(epochs=epochs, batch_size=64, lr=table.lr)
+    # one thread: --shard processes run side by side (two threads each on 2 cores spin in OpenMP's barriers)
     cfg = RunConfig(name=table.name.replace("_", "-"), data=table.data, resolution=16,
-                    mini_val_fraction=table.mini_val_fraction, search=SearchConfig(proxy=proxy))
+                    mini_val_fraction=table.mini_val_fraction, search=SearchConfig(proxy=proxy),
+                    runtime=RuntimeConfig(threads=1))
     ctx = open_run(cfg, Path(tempfile.gettempdir()) / "edgekd-search-table")
     space = table.space()
     members = space.members()
