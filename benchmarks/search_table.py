@@ -72,7 +72,7 @@ TABLES = {t.name: t for t in (
     # s1_kernel rather than s2_op: a stage-2 expansion of 3 or 6 made a training 3-8 times slower, too slow for
     # several seeds of every row on this machine
     Table("search_table_glyphs", "glyphs:2", 47, ("s1_kernel", "s3_layers", "s3_width", "s5_op"), 8, 0.3, 0.5, 1e-2,
-          description="glyphs:2 16x16 (47 classes, 47 fonts), mini-train 2237 / mini-val 959 images"),
+          description="glyphs:2 16x16 (47 classes; the fonts in `source`), mini-val 30% of train"),
 )}
 TABLE_OF = {"digits": TABLES["search_table"], "glyphs": TABLES["search_table_glyphs"]}
 """--table NAME: the table of each task."""
@@ -155,7 +155,7 @@ def build(table: Table, epochs: int, shard: int = 0, shards: int = 1, seed: int 
         row["mmacs"] = count_macs_params(build_model(spec), spec.input_shape)[0]
         rows.append(row)
     table.path.write_text(json.dumps({
-        "space": space.describe(), "data": table.description,
+        "space": space.describe(), "data": table.description, "source": ctx.data.source_note,
         "teacher": f"the task's default teacher, trained (held-out acc {ctx.teacher.val_acc:.4f})",
         "proxy": proxy.model_dump(), "kd": cfg.kd.model_dump(), "device": ctx.device.name,
         "teacher_latency_ms": ctx.teacher_latency_ms(), "rows": rows,
