@@ -32,7 +32,6 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
     args = parser.parse_args()
 
-
     from edgekd.core.config import RunConfig, TrainConfig
     from edgekd.pipeline.ablate import ablate
     from edgekd.pipeline.opening import open_run

@@ -106,7 +106,6 @@ def _add_seed(table: Table, seed: int, done: dict[str, dict]) -> None:
 
 
 def build(table: Table, epochs: int, shard: int = 0, shards: int = 1, seed: int = 0) -> None:
-
     from edgekd.core.config import RunConfig, RuntimeConfig, SearchConfig, TrainConfig
     from edgekd.core.ui import progress
     from edgekd.evaluators.proxy import KDProxyEvaluator

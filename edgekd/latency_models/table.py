@@ -20,16 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.core.arch import ArchSpec, BlockSpec
-from edgekd.latency_models.features import (
-    OP_TYPES,
-    PADDING,
-    block_inputs,
-    features,
-    operators,
-    padded_mmacs,
-    padded_op_mmacs,
-)
-from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, lut_design
+from edgekd.latency_models.features import OP_TYPES, PADDING, Op, block_inputs, operators, padded_op_mmacs
+from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind
 
 RIDGE_GRID = tuple(10.0 ** e for e in np.arange(-6, 6.5, 0.5))
 COARSE_FREEDOM = (1.0, 10.0, 100.0, 1000.0)
@@ -68,10 +60,23 @@ def _keys(spec: ArchSpec) -> list[str]:
     return fine + [k for c in fine for k in _coarse(c)]
 
 
+def _op_row(op: Op, types: tuple[str, ...], padding: tuple[int, ...]) -> np.ndarray:
+    """``op``'s part of a network's prior columns: ``lut``'s (operator counts, MMACs, then 1 for the network
+    overhead, which no operator has), then per multiple of ``padding`` the padded MMACs, each per operator type."""
+    n = len(types)
+    row = np.zeros(n * (2 + len(padding)) + 1)
+    if op.type in types:
+        i = types.index(op.type)
+        row[[i, n + i]] = 1.0, op.macs / 1e6
+        for j, m in enumerate(padding):
+            row[2 * n + 1 + j * n + i] = padded_op_mmacs(op, m)
+    return row
+
+
 def _prior_design(specs: list[ArchSpec], padding: tuple[int, ...], types: tuple[str, ...] = OP_TYPES) -> np.ndarray:
-    """Columns: ``lut``'s (operator counts, MMACs, 1), then per multiple of ``padding`` the padded MMACs."""
-    return np.hstack([lut_design(np.array([features(s, types) for s in specs])),
-                      *(np.array([padded_mmacs(s, m, types) for s in specs]) for m in padding)])
+    overhead = np.zeros(len(types) * (2 + len(padding)) + 1)
+    overhead[2 * len(types)] = 1.0
+    return np.array([overhead + sum(_op_row(op, types, padding) for op in operators(s)) for s in specs])
 
 
 def _design(specs: list[ArchSpec], columns: dict[str, int]) -> np.ndarray:
@@ -148,19 +153,14 @@ def cell_costs(p: Predictor, spec: ArchSpec) -> list[tuple[str, float]]:
     """``spec``'s latency broken down: each block's cell and its cost in ms (prior plus corrections), then the
     rest (stem, head, classifier and the fitted overhead) as ``other``; they sum to ``p.predict(spec)``."""
     prior = np.asarray(p.params["prior"])
-    types = p.op_types
-    n = len(types)
-    padding = p.params.get("padding", ())
+    types, padding = p.op_types, tuple(p.params.get("padding", ()))
     per_block: dict[int, float] = defaultdict(float)
     for op in operators(spec):
-        if op.type in types:
-            i = types.index(op.type)
-            per_block[op.block] += prior[i] + prior[n + i] * op.macs / 1e6 + sum(
-                prior[2 * n + 1 + j * n + i] * padded_op_mmacs(op, m) for j, m in enumerate(padding))
+        per_block[op.block] += _op_row(op, types, padding) @ prior
     correction = p.params["cells"]
     rows = [(c, per_block[i] + sum(correction.get(k, 0.0) for k in [c, *_coarse(c)]))
             for i, c in enumerate(cells(spec))]
-    return [*rows, ("other", per_block[-1] + prior[2 * n])]
+    return [*rows, ("other", per_block[-1] + prior[2 * len(types)])]
 
 
 PREDICTOR_KINDS.add("table", PredictorKind(_predict, fit_table))
