@@ -171,6 +171,11 @@ if __name__ == "__main__":
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th (N "
                         "processes share the build; the last to finish writes the table)")
     args = parser.parse_args()
-    shard, shards = map(int, args.shard.split("/"))
+    try:
+        shard, shards = map(int, args.shard.split("/"))
+    except ValueError:
+        parser.error(f"--shard takes K/N (e.g. 0/2), got {args.shard!r}")
+    if not 0 <= shard < shards:
+        parser.error(f"--shard K/N needs 0 <= K < N, got {args.shard!r}")
     chosen = TABLE_OF[args.table]
     build(chosen, args.epochs or chosen.epochs, shard, shards, args.seed)
