@@ -18,7 +18,7 @@ glyphs` (the harder task, benchmarks/search_table.py --table glyphs): at most 35
 epochs. Ends with one line of JSON: {"trials_to_random100": {"rl", "evolution", "bohb", "nsga2"},
 "bohb_epoch_ratio", "seeds", "table", "per_seed_trials_median_iqr"}.
 
-    python benchmarks/search_efficiency.py [--table digits|glyphs] [--trials 100] [--seeds 100]
+    python benchmarks/search_efficiency.py [--table digits|glyphs] [--trials 100] [--seeds 100] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import json
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import optuna
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--constraint", choices=("soft", "hard"), default="soft", help="MnasNet's constraint")
     parser.add_argument("--target-quantile", type=float, default=0.5,
                         help="the latency target T as a quantile of the table's latencies")
+    parser.add_argument("--jobs", type=int, default=1, help="processes the searches are spread over")
     args = parser.parse_args()
     from edgekd.pipeline.reward import Reward
 
@@ -138,7 +140,11 @@ def main() -> None:
     curves, epochs, per_seed = {}, {}, {}
     for strategy in STRATEGIES:
         start = time.perf_counter()
-        results = [run(chosen, strategy, seed, args.trials, rows, reward) for seed in range(args.seeds)]
+        seeds = range(args.seeds)
+        n = len(seeds)
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(run, [chosen] * n, [strategy] * n, seeds, [args.trials] * n, [rows] * n,
+                                    [reward] * n))
         curves[strategy] = np.mean([r["best"] for r in results], axis=0)
         epochs[strategy] = np.mean([r["epochs"] for r in results], axis=0)
         per_seed[strategy] = [np.asarray(r["best"]) for r in results]
