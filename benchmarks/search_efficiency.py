@@ -124,6 +124,8 @@ def main() -> None:
                         help="the latency target T as a quantile of the table's latencies")
     parser.add_argument("--jobs", type=int, default=1, help="processes the searches are spread over")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
     from edgekd.pipeline.reward import Reward
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
