@@ -24,6 +24,7 @@ epochs. Ends with one line of JSON: {"trials_to_random100": {"rl", "evolution", 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -90,6 +91,14 @@ def run(table: Table, strategy: str, seed: int, trials: int, rows: dict[str, dic
     return {"best": best[:trials], "epochs": spent[:trials]}
 
 
+def one_thread() -> None:
+    """A search process's torch (rl's policy) computes on one core: its default, every core in every process,
+    oversubscribes them when --jobs runs searches side by side."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def expected_random_best(rewards: list[float], trials: int) -> float:
     """Expected best of ``trials`` uniform draws with replacement from ``rewards``: no seed noise at all."""
     r, n = np.sort(rewards), len(rewards)
@@ -142,11 +151,9 @@ def main() -> None:
     curves, epochs, per_seed = {}, {}, {}
     for strategy in STRATEGIES:
         start = time.perf_counter()
-        seeds = range(args.seeds)
-        n = len(seeds)
-        with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(run, [chosen] * n, [strategy] * n, seeds, [args.trials] * n, [rows] * n,
-                                    [reward] * n))
+        search = functools.partial(run, chosen, strategy, trials=args.trials, rows=rows, reward=reward)
+        with ProcessPoolExecutor(args.jobs, initializer=one_thread) as pool:
+            results = list(pool.map(search, range(args.seeds)))
         curves[strategy] = np.mean([r["best"] for r in results], axis=0)
         epochs[strategy] = np.mean([r["epochs"] for r in results], axis=0)
         per_seed[strategy] = [np.asarray(r["best"]) for r in results]

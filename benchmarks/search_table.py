@@ -4,7 +4,7 @@
 16x16, width 0.25, with all but five decisions fixed: 3^5 = 243 architectures). `--table glyphs`: the same
 space on the harder `glyphs` task (47 characters rendered from the installed fonts, 2 renderings each, at
 16x16, mini-val 30% of train; width 0.5, KD proxy at learning rate 0.01), four decisions free (s1_kernel,
-s3_layers, s3_width, s5_op: 3^4 = 81 architectures); add seeds with `--seed 1`, `--seed 2`, ... (about 50 minutes
+s3_layers, s3_width, s5_op: 3^4 = 81 architectures); add seeds with `--seed 1`, `--seed 2`, ... (about 55 minutes
 each on this 2-core machine).
 Each architecture is measured on this host's CPU (the shipped `host-cpu` device) and trained with the KD proxy
 (AKD: distillation from the task's teacher on mini-train, AdamW, warm-up then cosine) for --epochs, with its
@@ -16,7 +16,7 @@ training noise that a single proxy run carries. Building over an existing table 
 proxy, say) retrains every curve and keeps its measured latencies.
 
     python benchmarks/search_table.py [--table digits|glyphs] [--epochs E] [--shard K/N] [--seed S]
-    # digits: about 40 minutes on one core; glyphs: about 50 minutes per seed on both cores
+    # digits: about 40 minutes on one core; glyphs: about 55 minutes per seed on both cores
     # (glyphs trains 20 epochs: after 8, two seeds ranked its rows at Kendall 0.06)
 """
 
