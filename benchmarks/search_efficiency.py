@@ -91,14 +91,6 @@ def run(table: Table, strategy: str, seed: int, trials: int, rows: dict[str, dic
     return {"best": best[:trials], "epochs": spent[:trials]}
 
 
-def one_thread() -> None:
-    """A search process's torch (rl's policy) computes on one core: its default, every core in every process,
-    oversubscribes them when --jobs runs searches side by side."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def expected_random_best(rewards: list[float], trials: int) -> float:
     """Expected best of ``trials`` uniform draws with replacement from ``rewards``: no seed noise at all."""
     r, n = np.sort(rewards), len(rewards)
@@ -136,6 +128,7 @@ def main() -> None:
     if args.jobs < 1:
         parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
     from edgekd.pipeline.reward import Reward
+    from edgekd.train.devices import set_threads
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     chosen = TABLE_OF[args.table]
@@ -152,7 +145,8 @@ def main() -> None:
     for strategy in STRATEGIES:
         start = time.perf_counter()
         search = functools.partial(run, chosen, strategy, trials=args.trials, rows=rows, reward=reward)
-        with ProcessPoolExecutor(args.jobs, initializer=one_thread) as pool:
+        # each process's torch (rl's policy) gets its share of the cores, not all of them
+        with ProcessPoolExecutor(args.jobs, initializer=set_threads, initargs=(None, args.jobs)) as pool:
             results = list(pool.map(search, range(args.seeds)))
         curves[strategy] = np.mean([r["best"] for r in results], axis=0)
         epochs[strategy] = np.mean([r["epochs"] for r in results], axis=0)
