@@ -21,6 +21,7 @@ stand-alone accuracies spread over tens of points. Each Kendall tau comes with a
 (architectures resampled).
 
     python benchmarks/oneshot.py [--data digits|glyphs] [--epochs 15] [--archs 20] [--proxy-epochs 9] [--trials 60]
+                                  [--fidelity-only]
 """
 
 from __future__ import annotations
@@ -58,6 +59,40 @@ def bootstrap_kendall(rating: list[float], truth: list[float], n: int = 2000, se
     return float(low), float(high)
 
 
+def variant_figures(histories: dict, ennas, data, subnets: int) -> dict:
+    """Print EnNAS Fig. 1-2 in kind from the four supernets' training histories (the teacher-vs-student gap of the
+    ensemble and the single-path teacher; the logit distance of a batch's paths with and without diversity
+    sampling) and the exact operator diversity (eq. 4); return the JSON's "teacher_gap" and "diversity"."""
+    import numpy as np
+    import torch
+
+    from edgekd.evaluators.ennas import DiversitySampler, operator_diversity, uniform_expected_diversity
+
+    def gap(stats) -> float | None:
+        """Teacher minus student training-batch accuracy of an epoch (None before KD starts)."""
+        m = stats.metrics
+        return m["teacher_acc"] - m["student_acc"] if "teacher_acc" in m else None
+
+    print("\nepoch  gap ensemble  gap single  logit dist DS  logit dist uniform")
+    for e, h in enumerate(zip(histories["ennas"], histories["single"], histories["ennas_uniform"], strict=True)):
+        gaps = [gap(x) for x in h[:2]]
+        print(f"{e + 1:5d}  " + "  ".join("      -   " if g is None else f"{g:+10.4f}" for g in gaps)
+              + f"  {h[0].metrics['logit_distance']:13.3f}  {h[2].metrics['logit_distance']:18.3f}")
+
+    def mean_gap(name: str) -> float:
+        return statistics.fmean(g for g in map(gap, histories[name]) if g is not None)
+
+    def mean_distance(name: str) -> float:
+        return statistics.fmean(h.metrics["logit_distance"] for h in histories[name])
+
+    zeta = operator_diversity(ennas, data.tensors("mini_train")[0][:64], torch.Generator().manual_seed(0))
+    exact = [(DiversitySampler(z, subnets).expected_diversity(), uniform_expected_diversity(z)) for z in zeta.values()]
+    print(f"operator diversity (eq. 4) of the m drawn, mean over slots: DS {np.mean([e[0] for e in exact]):.4f}, "
+          f"uniform {np.mean([e[1] for e in exact]):.4f}")
+    return {"teacher_gap": {"ennas": round(mean_gap("ennas"), 4), "single": round(mean_gap("single"), 4)},
+            "diversity": {"ds": round(mean_distance("ennas"), 3), "uniform": round(mean_distance("ennas_uniform"), 3)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=sorted(TASKS), default="digits", help="the task")
@@ -65,16 +100,18 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=20, help="sampled architectures trained stand-alone")
     parser.add_argument("--proxy-epochs", type=int, default=9, help="KD epochs of a stand-alone training")
     parser.add_argument("--trials", type=int, default=60, help="trials of the one-shot evolutionary search")
+    parser.add_argument("--fidelity-only", action="store_true",
+                        help="train only the rated supernets (EnNAS, SPOS) and DNA: skip the Fig. 1-2 variants "
+                             "(EnNAS w/o DS, single-path teacher) and their figures")
     args = parser.parse_args()
 
-    import numpy as np
     import torch
     from scipy.stats import kendalltau
 
     from edgekd.core.arch import build
     from edgekd.core.config import OneShotConfig, RunConfig, SearchConfig, TrainConfig
     from edgekd.evaluators.dna import path_loss
-    from edgekd.evaluators.ennas import DiversitySampler, operator_diversity, train_supernet, uniform_expected_diversity
+    from edgekd.evaluators.ennas import train_supernet
     from edgekd.evaluators.proxy import KDProxyEvaluator
     from edgekd.evaluators.supernet import Supernet, SupernetEvaluator
     from edgekd.latency_models.flops import count_macs_params
@@ -103,6 +140,8 @@ def main() -> None:
                 "ennas_uniform": dict(m=oneshot.subnets, teacher="ensemble", diversity=False),
                 "single": dict(m=oneshot.subnets, teacher="best", diversity=True),
                 "spos": dict(m=1, teacher="none", diversity=False)}
+    if args.fidelity_only:
+        variants = {name: variants[name] for name in ("ennas", "spos")}
     supernets, histories, walls = {}, {}, {}
     for name, kw in variants.items():
         torch.manual_seed(cfg.seed)
@@ -111,30 +150,7 @@ def main() -> None:
             supernets[n], data, train_cfg, kd_from_epoch=oneshot.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed, **k))
         print(f"supernet {name}: {walls[name]:.0f} s, last epoch {histories[name][-1]}")
 
-    def gap(stats) -> float | None:
-        """Teacher minus student training-batch accuracy of an epoch (None before KD starts)."""
-        m = stats.metrics
-        return m["teacher_acc"] - m["student_acc"] if "teacher_acc" in m else None
-
-    print("\nepoch  gap ensemble  gap single  logit dist DS  logit dist uniform")
-    for e in range(args.epochs):
-        h = {k: histories[k][e] for k in ("ennas", "single", "ennas_uniform")}
-        gaps = [gap(x) for x in (h["ennas"], h["single"])]
-        print(f"{e + 1:5d}  " + "  ".join("      -   " if g is None else f"{g:+10.4f}" for g in gaps)
-              + f"  {h['ennas'].metrics['logit_distance']:13.3f}  "
-              f"{h['ennas_uniform'].metrics['logit_distance']:18.3f}")
-
-    def mean_gap(name: str) -> float:
-        return statistics.fmean(g for g in map(gap, histories[name]) if g is not None)
-
-    def mean_distance(name: str) -> float:
-        return statistics.fmean(h.metrics["logit_distance"] for h in histories[name])
-
-    zeta = operator_diversity(supernets["ennas"], data.tensors("mini_train")[0][:64], torch.Generator().manual_seed(0))
-    exact = [(DiversitySampler(z, oneshot.subnets).expected_diversity(), uniform_expected_diversity(z))
-             for z in zeta.values()]
-    print(f"operator diversity (eq. 4) of the m drawn, mean over slots: DS {np.mean([e[0] for e in exact]):.4f}, "
-          f"uniform {np.mean([e[1] for e in exact]):.4f}")
+    figures = {} if args.fidelity_only else variant_figures(histories, supernets["ennas"], data, oneshot.subnets)
 
     # DNA: block-wise distillation and the rating of every block path (the search stage's own code and files)
     dna, walls["dna_train_rate"] = timed(lambda: blockwise_evaluator(ctx))
@@ -196,9 +212,7 @@ def main() -> None:
     print(json.dumps({
         "kendall": {k: round(v, 3) for k, v in kendall.items()},
         "kendall_interval": {k: [round(x, 3) for x in v] for k, v in intervals.items()}, "data": args.data,
-        "teacher_gap": {"ennas": round(mean_gap("ennas"), 4), "single": round(mean_gap("single"), 4)},
-        "diversity": {"ds": round(mean_distance("ennas"), 3), "uniform": round(mean_distance("ennas_uniform"), 3)},
-        "search": comparison, "archs": args.archs, "epochs": args.epochs,
+        **figures, "search": comparison, "archs": args.archs, "epochs": args.epochs,
     }))
 
 
