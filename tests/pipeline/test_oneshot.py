@@ -228,3 +228,25 @@ def test_dna_search_stage_picks_the_best_rated_architecture_under_the_macs_targe
             under += 1
             assert path_loss(student, ratings, path) >= picked - 1e-9
     assert under > 300 and result.best_arch == space.decode(best["choices"])
+
+
+def test_search_stage_says_when_the_supernet_has_not_learned(tmp_path, make_tiny_config, monkeypatch):
+    from edgekd.core.ui import console
+    from edgekd.pipeline.opening import open_run
+    from edgekd.pipeline.search.oneshot import supernet_evaluator, warn_if_unlearned
+    from edgekd.train import EpochStats
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(console, "quiet", False)
+    frozen = {"space": "mbv2", "space_width": 0.25, "evaluator": "spos",
+              "oneshot": {"train": {"epochs": 1, "lr": 1e-9}}}
+    ctx = open_run(make_tiny_config(search=frozen), tmp_path / "runs")
+    with console.capture() as captured:
+        supernet_evaluator(ctx)
+    said = " ".join(captured.get().split())  # the console wraps lines
+    acc = json.loads((ctx.stage_dir("search") / "supernet.json").read_text())[0]["metrics"]["student_acc"]
+    assert f"reach {acc:.1%} training accuracy after 1 epoch, near chance (10.0%)" in said
+    for acc, warned in ((0.18, True), (0.20, False), (0.7, False)):  # 10 classes: the line is at 19%
+        with console.capture() as captured:
+            warn_if_unlearned([EpochStats(1, 0.0, {"student_acc": acc})], 10)
+        assert ("near chance" in " ".join(captured.get().split())) is warned, acc

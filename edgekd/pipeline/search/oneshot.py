@@ -41,8 +41,22 @@ from edgekd.pipeline.search.evaluation import EVALUATORS, EvaluatorKind
 from edgekd.pipeline.search.records import SearchResult, pareto_front
 from edgekd.spaces import Choices
 from edgekd.spaces.mbv2 import MBV2Space, SlotCosts
-from edgekd.train import saved_epochs
+from edgekd.train import EpochStats, saved_epochs
 from edgekd.train.evaluation import model_device
+
+NEAR_CHANCE = 0.1
+"""A supernet whose paths' training accuracy has come less than this share of the way from chance to 100% has not
+learned yet (on glyphs after 10 epochs: 5%, chance being 2%), and ratings by it rank noise."""
+
+
+def warn_if_unlearned(history: list[EpochStats], classes: int) -> None:
+    """Say so when the supernet's paths ended its training near chance accuracy."""
+    acc, chance = history[-1].metrics["student_acc"], 1 / classes
+    if acc < chance + NEAR_CHANCE * (1 - chance):
+        epochs = f"{len(history)} epoch{'s' * (len(history) > 1)}"
+        console.print(f"[yellow]note[/]: the supernet's paths reach {acc:.1%} training accuracy after {epochs}, near "
+                      f"chance ({chance:.1%}): its ratings rank noise. Train it longer (search.oneshot.train.epochs; "
+                      "on glyphs 40 epochs reach 30-70%).")
 
 
 def supernet_evaluator(ctx: RunContext) -> SupernetEvaluator:
@@ -61,6 +75,7 @@ def supernet_evaluator(ctx: RunContext) -> SupernetEvaluator:
         )
     if ctx.runtime.dist.main:
         write_json(out / "supernet.json", [asdict(h) for h in history])
+        warn_if_unlearned(history, ctx.data.num_classes)
     return SupernetEvaluator(supernet, ctx.data, ctx.runtime.workers)
 
 
