@@ -21,8 +21,11 @@ stand-alone accuracies spread over tens of points. Each Kendall tau comes with a
 (architectures resampled). The supernets learn slowly there: give them --epochs 40 (after 10 epochs the EnNAS
 supernet's training accuracy was still at chance, 5%; after 40 it was 71%, SPOS's 30%).
 
+--root DIR keeps the run (teacher, supernet checkpoints, DNA's ratings, each stand-alone result) so that a rerun
+resumes where it stopped; --jobs N spreads the stand-alone trainings over N processes (one thread each on 2 cores).
+
     python benchmarks/oneshot.py [--data digits|glyphs] [--epochs 15] [--archs 20] [--proxy-epochs 9] [--trials 60]
-                                  [--fidelity-only]
+                                  [--fidelity-only] [--root DIR] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import random
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 TASKS = {
@@ -59,6 +64,40 @@ def bootstrap_kendall(rating: list[float], truth: list[float], n: int = 2000, se
             taus.append(tau)
     low, high = np.percentile(taus, [2.5, 97.5])
     return float(low), float(high)
+
+
+def timed(fn):
+    """``fn()`` and the seconds it took."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def timed_evaluate(proxy, spec) -> tuple[float, float]:
+    """``proxy``'s stand-alone accuracy of ``spec`` and the seconds it took."""
+    return timed(lambda: proxy.evaluate(spec))
+
+
+def standalone_results(proxy, specs: list, jobs: int, saved: Path) -> list[tuple[float, float]]:
+    """(accuracy, seconds) of each of ``specs`` trained stand-alone, over ``jobs`` processes; each result is kept
+    in ``saved`` (by architecture id) as it comes, and a result found there is not trained again."""
+    from edgekd.core.config import read_json, write_json
+    from edgekd.train.devices import set_threads
+
+    done = read_json(saved) if saved.is_file() else {}
+    todo = [s for s in specs if s.id not in done]
+    print(f"stand-alone KD training of {len(todo)} architectures ({len(specs) - len(todo)} done before)")
+    pool = ProcessPoolExecutor(jobs, initializer=set_threads, initargs=(None, jobs)) if jobs > 1 else None
+    try:
+        results = (pool.map if pool else map)(partial(timed_evaluate, proxy), todo)
+        for spec, result in zip(todo, results, strict=True):
+            done[spec.id] = result
+            write_json(saved, done)
+            print(f"  stand-alone {len(done)}/{len(specs)}: acc {result[0]:.4f} ({result[1]:.1f} s)")
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return [tuple(done[s.id]) for s in specs]
 
 
 def variant_figures(histories: dict, ennas, data, subnets: int) -> dict:
@@ -102,10 +141,14 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=20, help="sampled architectures trained stand-alone")
     parser.add_argument("--proxy-epochs", type=int, default=9, help="KD epochs of a stand-alone training")
     parser.add_argument("--trials", type=int, default=60, help="trials of the one-shot evolutionary search")
+    parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
+    parser.add_argument("--jobs", type=int, default=1, help="processes the stand-alone trainings are spread over")
     parser.add_argument("--fidelity-only", action="store_true",
                         help="train only the rated supernets (EnNAS, SPOS) and DNA: skip the Fig. 1-2 variants "
                              "(EnNAS w/o DS, single-path teacher) and their figures")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
 
     import torch
     from scipy.stats import kendalltau
@@ -123,7 +166,7 @@ def main() -> None:
     from edgekd.pipeline.search.oneshot import blockwise_evaluator, dna_search, space_macs
 
     task = TASKS[args.data]
-    root = Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
+    root = args.root or Path(tempfile.mkdtemp(prefix="edgekd-oneshot-"))
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=task["supernet_lr"])
     oneshot = OneShotConfig(train=train_cfg)
     cfg = RunConfig(name="oneshot", data=task["data"], resolution=16, mini_val_fraction=task["mini_val_fraction"],
@@ -132,11 +175,6 @@ def main() -> None:
     ctx = open_run(cfg, root)
     data, space, teacher = ctx.data, ctx.space, ctx.teacher
     print(f"teacher held-out acc {teacher.val_acc:.4f}; space mbv2 ({space.size:.3g} paths)")
-
-    def timed(fn):
-        start = time.perf_counter()
-        out = fn()
-        return out, time.perf_counter() - start
 
     variants = {"ennas": dict(m=oneshot.subnets, teacher="ensemble", diversity=True),
                 "ennas_uniform": dict(m=oneshot.subnets, teacher="ensemble", diversity=False),
@@ -148,8 +186,10 @@ def main() -> None:
     for name, kw in variants.items():
         torch.manual_seed(cfg.seed)
         supernets[name] = Supernet(space)
-        histories[name], walls[name] = timed(lambda n=name, k=kw: train_supernet(
-            supernets[n], data, train_cfg, kd_from_epoch=oneshot.kd_from_epoch, tau=cfg.kd.tau, seed=cfg.seed, **k))
+        histories[name] = train_supernet(supernets[name], data, train_cfg, kd_from_epoch=oneshot.kd_from_epoch,
+                                         tau=cfg.kd.tau, seed=cfg.seed,
+                                         checkpoint=ctx.stage_dir("search") / f"supernet-{name}.pt", **kw)
+        walls[name] = sum(h.seconds for h in histories[name])  # epochs of earlier invocations included
         print(f"supernet {name}: {walls[name]:.0f} s, last epoch {histories[name][-1]}")
 
     figures = {} if args.fidelity_only else variant_figures(histories, supernets["ennas"], data, oneshot.subnets)
@@ -167,12 +207,9 @@ def main() -> None:
     macs_of = space_macs(space).of
     pool = sorted((space.sample(rng) for _ in range(50 * args.archs)), key=macs_of)
     sampled = [pool[round(i * (len(pool) - 1) / (args.archs - 1))] for i in range(args.archs)]
-    standalone, train_s = [], []
-    for i, path in enumerate(sampled):
-        acc, seconds = timed(lambda p=path: proxy.evaluate(space.decode(p)))
-        standalone.append(acc)
-        train_s.append(seconds)
-        print(f"  stand-alone {i + 1}/{args.archs}: acc {acc:.4f} ({seconds:.1f} s)")
+    results = standalone_results(proxy, [space.decode(p) for p in sampled], args.jobs,
+                                 ctx.stage_dir("search") / "standalone.json")
+    standalone, train_s = [acc for acc, _ in results], [seconds for _, seconds in results]
     evaluators = {name: SupernetEvaluator(supernets[name], data) for name in ("ennas", "spos")}
     ratings_of = {name: [ev.evaluate(space.decode(p)) for p in sampled] for name, ev in evaluators.items()}
     ratings_of["dna"] = [-path_loss(student, ratings, p) for p in sampled]
