@@ -14,6 +14,8 @@ accuracy; DNA's summed block loss, negated) and the stand-alone accuracy; the wa
 searches against random KD-proxy search (the stand-alone trainings in a random order) reaching the stand-alone
 reward of their pick. Ends with one line of JSON:
 {"kendall": {"ennas", "dna", "spos"}, "teacher_gap": {"ennas", "single"}, "diversity": {"ds", "uniform"}, ...}.
+`--fidelity-only` stops after the Kendall taus (no variants, no searches); its JSON has the taus, their
+intervals and the stand-alone accuracy range.
 
 `--data glyphs` runs it all on the harder `glyphs:2` task instead (47 characters at 16x16, held-out fonts; mbv2 at
 width 0.5, stand-alone trainings at learning rate 0.01, supernets at 0.003, mini-val 30% of train), where
@@ -21,8 +23,9 @@ stand-alone accuracies spread over tens of points. Each Kendall tau comes with a
 (architectures resampled). The supernets learn slowly there: give them --epochs 40 (after 10 epochs the EnNAS
 supernet's training accuracy was still at chance, 5%; after 40 it was 71%, SPOS's 30%).
 
---root DIR keeps the run (teacher, supernet checkpoints, DNA's ratings, each stand-alone result) so that a rerun
-resumes where it stopped; --jobs N spreads the stand-alone trainings over N processes (one thread each on 2 cores).
+--root DIR keeps the run (teacher, supernet checkpoints, DNA's ratings, each stand-alone result, kept apart per
+--proxy-epochs) so that a rerun resumes where it stopped; --jobs N spreads the stand-alone trainings over N
+processes (one thread each on 2 cores).
 
     python benchmarks/oneshot.py [--data digits|glyphs] [--epochs 15] [--archs 20] [--proxy-epochs 9] [--trials 60]
                                   [--fidelity-only] [--root DIR] [--jobs 1]
@@ -144,8 +147,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
     parser.add_argument("--jobs", type=int, default=1, help="processes the stand-alone trainings are spread over")
     parser.add_argument("--fidelity-only", action="store_true",
-                        help="train only the rated supernets (EnNAS, SPOS) and DNA: skip the Fig. 1-2 variants "
-                             "(EnNAS w/o DS, single-path teacher) and their figures")
+                        help="measure the rank fidelity only: train the rated supernets (EnNAS, SPOS) and DNA, "
+                             "skip the Fig. 1-2 variants (EnNAS w/o DS, single-path teacher) and the searches")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
@@ -192,8 +195,6 @@ def main() -> None:
         walls[name] = sum(h.seconds for h in histories[name])  # epochs of earlier invocations included
         print(f"supernet {name}: {walls[name]:.0f} s, last epoch {histories[name][-1]}")
 
-    figures = {} if args.fidelity_only else variant_figures(histories, supernets["ennas"], data, oneshot.subnets)
-
     # DNA: block-wise distillation and the rating of every block path (the search stage's own code and files)
     dna, walls["dna_train_rate"] = timed(lambda: blockwise_evaluator(ctx))
     student, ratings = dna.student, dna.ratings
@@ -208,7 +209,7 @@ def main() -> None:
     pool = sorted((space.sample(rng) for _ in range(50 * args.archs)), key=macs_of)
     sampled = [pool[round(i * (len(pool) - 1) / (args.archs - 1))] for i in range(args.archs)]
     results = standalone_results(proxy, [space.decode(p) for p in sampled], args.jobs,
-                                 ctx.stage_dir("search") / "standalone.json")
+                                 ctx.stage_dir("search") / f"standalone-{args.proxy_epochs}ep.json")
     standalone, train_s = [acc for acc, _ in results], [seconds for _, seconds in results]
     evaluators = {name: SupernetEvaluator(supernets[name], data) for name in ("ennas", "spos")}
     ratings_of = {name: [ev.evaluate(space.decode(p)) for p in sampled] for name, ev in evaluators.items()}
@@ -218,6 +219,15 @@ def main() -> None:
     print(f"stand-alone KD accuracy of the {args.archs} architectures: {min(standalone):.4f} to {max(standalone):.4f}")
     print("Kendall tau vs stand-alone KD accuracy [95% bootstrap interval]: " + ", ".join(
         f"{k} {v:.3f} [{intervals[k][0]:.3f}, {intervals[k][1]:.3f}]" for k, v in kendall.items()))
+
+    headline = {"kendall": {k: round(v, 3) for k, v in kendall.items()},
+                "kendall_interval": {k: [round(x, 3) for x in v] for k, v in intervals.items()}, "data": args.data,
+                "archs": args.archs, "epochs": args.epochs, "proxy_epochs": args.proxy_epochs,
+                "standalone_range": [round(min(standalone), 4), round(max(standalone), 4)]}
+    if args.fidelity_only:
+        print(json.dumps(headline))
+        return
+    figures = variant_figures(histories, supernets["ennas"], data, oneshot.subnets)
 
     # one-shot searches vs random KD-proxy search, on a MACs target (the sampled architectures' median)
     macs = [macs_of(p) for p in sampled]
@@ -248,11 +258,7 @@ def main() -> None:
                 if reached is not None else f"random KD-proxy search does not reach it in {args.archs} trials "
                 f"({sum(train_s):.0f} s)")
         print(f"{name} search: {walls[f'{name}_search']:.0f} s, its pick's stand-alone reward {target:.4f}; {text}")
-    print(json.dumps({
-        "kendall": {k: round(v, 3) for k, v in kendall.items()},
-        "kendall_interval": {k: [round(x, 3) for x in v] for k, v in intervals.items()}, "data": args.data,
-        **figures, "search": comparison, "archs": args.archs, "epochs": args.epochs,
-    }))
+    print(json.dumps({**headline, **figures, "search": comparison}))
 
 
 if __name__ == "__main__":
