@@ -7,9 +7,11 @@ AdamW at 0.01) with --seeds training seeds each and scored on the held-out fonts
 lowest and highest MACs of 50 uniform samples. The same students are also trained on `digits` (16x16), which is
 what the harder task is for: there they all land within a few points of each other. Ends with one line of
 JSON: {"fonts", "teacher", "small", "large", "digits_small", "digits_large"} (held-out top-1, mean over students
-and seeds, with the spread).
+and seeds, with the spread). --root DIR keeps the teachers and each student's result
+(`students-{epochs}ep.json`), so that a rerun resumes where it stopped; a large student takes about half an
+hour on one core.
 
-    python benchmarks/glyphs.py [--students 3] [--seeds 2] [--epochs 12] [--teacher-from DIR]
+    python benchmarks/glyphs.py [--students 3] [--seeds 2] [--epochs 12] [--teacher-from DIR] [--root DIR]
 """
 
 from __future__ import annotations
@@ -30,18 +32,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--teacher-from", type=Path, help="a teacher/ folder of a run on glyphs:2 at 16 px with the "
                         "same seed (benchmarks/kd_search.py's): used instead of training the same teacher again")
+    parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
     args = parser.parse_args()
 
     import torch
 
     from edgekd.core.arch import build
-    from edgekd.core.config import RunConfig, TrainConfig
+    from edgekd.core.config import RunConfig, TrainConfig, read_json, write_json
     from edgekd.data.glyphs import fonts_fingerprint, text_fonts
     from edgekd.latency_models.flops import spec_macs_params
     from edgekd.pipeline.opening import open_run
     from edgekd.train import evaluate, train
 
-    root = Path(tempfile.mkdtemp(prefix="edgekd-glyphs-"))
+    root = args.root or Path(tempfile.mkdtemp(prefix="edgekd-glyphs-"))
+    saved = root / f"students-{args.epochs}ep.json"
+    done = read_json(saved) if saved.is_file() else {}
     fonts = text_fonts()
     print(f"{len(fonts)} text fonts (list {fonts_fingerprint(fonts)}): {', '.join(f.name for f in fonts)}")
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=64, lr=1e-2)
@@ -49,7 +54,7 @@ def main() -> None:
     for task, data in (("glyphs", "glyphs:2"), ("digits", "digits")):
         cfg = RunConfig(name=task, data=data, resolution=16, mini_val_fraction=0.3,
                         search={"space": "mnas", "space_width": 0.5})
-        if task == "glyphs" and args.teacher_from:
+        if task == "glyphs" and args.teacher_from and not (root / task / "teacher").exists():
             shutil.copytree(args.teacher_from, root / task / "teacher")
         ctx = open_run(cfg, root)
         print(f"{task}: {len(ctx.data.labels)} images, {len(ctx.data.index('val'))} held out; teacher held-out "
@@ -60,11 +65,15 @@ def main() -> None:
             accs = []
             for spec in students:
                 for seed in range(args.seeds):
-                    torch.manual_seed(seed)
-                    model = build(spec)
-                    history = train(model, ctx.data, train_cfg, cfg.kd, ctx.teacher_signal, seed=seed,
-                                    evaluate=lambda m, d=ctx.data: evaluate(m, d, "val"))
-                    accs.append(history[-1].eval_acc)
+                    trained = f"{task}/{spec.id}/{seed}"
+                    if trained not in done:
+                        torch.manual_seed(seed)
+                        model = build(spec)
+                        history = train(model, ctx.data, train_cfg, cfg.kd, ctx.teacher_signal, seed=seed,
+                                        evaluate=lambda m, d=ctx.data: evaluate(m, d, "val"))
+                        done[trained] = history[-1].eval_acc
+                        write_json(saved, done)
+                    accs.append(done[trained])
                     print(f"  {size} {spec.id} ({spec_macs_params(spec)[0]:.2f} MMACs) seed {seed}: held-out top-1 "
                           f"{accs[-1]:.4f}")
             key = size if task == "glyphs" else f"digits_{size}"

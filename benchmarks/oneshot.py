@@ -123,8 +123,10 @@ def variant_figures(histories: dict, ennas, data, subnets: int) -> dict:
         print(f"{e + 1:5d}  " + "  ".join("      -   " if g is None else f"{g:+10.4f}" for g in gaps)
               + f"  {h[0].metrics['logit_distance']:13.3f}  {h[2].metrics['logit_distance']:18.3f}")
 
-    def mean_gap(name: str) -> float:
-        return statistics.fmean(g for g in map(gap, histories[name]) if g is not None)
+    def mean_gap(name: str) -> float | None:
+        """Mean gap over the KD epochs (None when KD never started: --epochs at or below its start epoch)."""
+        gaps = [g for g in map(gap, histories[name]) if g is not None]
+        return round(statistics.fmean(gaps), 4) if gaps else None
 
     def mean_distance(name: str) -> float:
         return statistics.fmean(h.metrics["logit_distance"] for h in histories[name])
@@ -133,7 +135,7 @@ def variant_figures(histories: dict, ennas, data, subnets: int) -> dict:
     exact = [(DiversitySampler(z, subnets).expected_diversity(), uniform_expected_diversity(z)) for z in zeta.values()]
     print(f"operator diversity (eq. 4) of the m drawn, mean over slots: DS {np.mean([e[0] for e in exact]):.4f}, "
           f"uniform {np.mean([e[1] for e in exact]):.4f}")
-    return {"teacher_gap": {"ennas": round(mean_gap("ennas"), 4), "single": round(mean_gap("single"), 4)},
+    return {"teacher_gap": {"ennas": mean_gap("ennas"), "single": mean_gap("single")},
             "diversity": {"ds": round(mean_distance("ennas"), 3), "uniform": round(mean_distance("ennas_uniform"), 3)}}
 
 
@@ -152,6 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
+    if args.archs < 3:
+        parser.error(f"--archs takes at least 3 architectures (a Kendall tau and its interval), got {args.archs}")
 
     import torch
     from scipy.stats import kendalltau
