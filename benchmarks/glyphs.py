@@ -34,6 +34,11 @@ def main() -> None:
                         "same seed (benchmarks/kd_search.py's): used instead of training the same teacher again")
     parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
     args = parser.parse_args()
+    for name in ("students", "seeds", "epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} takes a positive number, got {getattr(args, name)}")
+    if args.teacher_from and not (args.teacher_from / "teacher.pt").is_file():
+        parser.error(f"--teacher-from {args.teacher_from} is not a run's teacher/ folder (no teacher.pt in it)")
 
     import torch
 
