@@ -7,9 +7,10 @@ AdamW at 0.01) with --seeds training seeds each and scored on the held-out fonts
 lowest and highest MACs of 50 uniform samples. The same students are also trained on `digits` (16x16), which is
 what the harder task is for: there they all land within a few points of each other. Ends with one line of
 JSON: {"fonts", "teacher", "small", "large", "digits_small", "digits_large"} (held-out top-1, mean over students
-and seeds, with the spread). --root DIR keeps the teachers and each student's result
-(`students-{epochs}ep.json`), so that a rerun resumes where it stopped; a large student takes about half an
-hour on one core.
+and seeds, with the spread, and `train_mean`: the accuracy on the training images over the last epoch, which
+tells a student that overfits the training fonts from one that fails to train). --root DIR keeps the teachers
+and each student's result (`students-{epochs}ep.json`), so that a rerun resumes where it stopped; a large
+student takes about half an hour on one core.
 
     python benchmarks/glyphs.py [--students 3] [--seeds 2] [--epochs 12] [--teacher-from DIR] [--root DIR]
 """
@@ -24,21 +25,18 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from arguments import positive_int, teacher_folder
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=3, help="small and as many large students")
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--teacher-from", type=Path, help="a teacher/ folder of a run on glyphs:2 at 16 px with the "
-                        "same seed (benchmarks/kd_search.py's): used instead of training the same teacher again")
+    parser.add_argument("--students", type=positive_int, default=3, help="small and as many large students")
+    parser.add_argument("--seeds", type=positive_int, default=2)
+    parser.add_argument("--epochs", type=positive_int, default=12)
+    parser.add_argument("--teacher-from", type=teacher_folder, help="a teacher/ folder of a run on glyphs:2 at 16 px "
+                        "with the same seed (benchmarks/kd_search.py's): used instead of training it again")
     parser.add_argument("--root", type=Path, help="runs folder (default: a new temporary one); reruns resume")
     args = parser.parse_args()
-    for name in ("students", "seeds", "epochs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} takes a positive number, got {getattr(args, name)}")
-    if args.teacher_from and not (args.teacher_from / "teacher.pt").is_file():
-        parser.error(f"--teacher-from {args.teacher_from} is not a run's teacher/ folder (no teacher.pt in it)")
 
     import torch
 
@@ -67,7 +65,7 @@ def main() -> None:
         pool = sorted((ctx.space.decode(ctx.space.sample(random.Random(i))) for i in range(50)),
                       key=lambda s: spec_macs_params(s)[0])
         for size, students in (("small", pool[: args.students]), ("large", pool[-args.students:])):
-            accs = []
+            accs, train_accs = [], []
             for spec in students:
                 for seed in range(args.seeds):
                     trained = f"{task}/{spec.id}/{seed}"
@@ -76,14 +74,15 @@ def main() -> None:
                         model = build(spec)
                         history = train(model, ctx.data, train_cfg, cfg.kd, ctx.teacher_signal, seed=seed,
                                         evaluate=lambda m, d=ctx.data: evaluate(m, d, "val"))
-                        done[trained] = history[-1].eval_acc
+                        done[trained] = {"held_out": history[-1].eval_acc, "train": history[-1].train_acc}
                         write_json(saved, done)
-                    accs.append(done[trained])
+                    accs.append(done[trained]["held_out"])
+                    train_accs.append(done[trained]["train"])
                     print(f"  {size} {spec.id} ({spec_macs_params(spec)[0]:.2f} MMACs) seed {seed}: held-out top-1 "
-                          f"{accs[-1]:.4f}")
+                          f"{accs[-1]:.4f} (training images, last epoch: {train_accs[-1]:.4f})")
             key = size if task == "glyphs" else f"digits_{size}"
             figures[key] = {"mean": round(statistics.mean(accs), 4), "min": round(min(accs), 4),
-                            "max": round(max(accs), 4),
+                            "max": round(max(accs), 4), "train_mean": round(statistics.mean(train_accs), 4),
                             "mmacs": [round(spec_macs_params(s)[0], 2) for s in students]}
         if task == "glyphs":
             figures["teacher"] = round(ctx.teacher.val_acc, 4)

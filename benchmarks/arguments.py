@@ -1,0 +1,30 @@
+"""Argument types shared by the benchmarks' command lines: bad values end in one line from argparse."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive number, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"takes a number above 0, got {text}")
+    return value
+
+
+def teacher_folder(text: str) -> Path:
+    """A run's teacher/ folder (one holding teacher.pt), to reuse a teacher trained by an earlier run."""
+    path = Path(text)
+    if not (path / "teacher.pt").is_file():
+        raise argparse.ArgumentTypeError(f"{path} is not a run's teacher/ folder (no teacher.pt in it)")
+    return path
