@@ -16,9 +16,13 @@ Bar on `--table digits`: rl, evolution and bohb reach random search's 100-trial 
 trials, and bohb spends at most half the epochs of full-budget random search for that reward; on `--table
 glyphs` (the harder task, benchmarks/search_table.py --table glyphs): at most 35 trials and 0.35 of the
 epochs. Ends with one line of JSON: {"trials_to_random100": {"rl", "evolution", "bohb", "nsga2"},
-"bohb_epoch_ratio", "seeds", "table", "per_seed_trials_median_iqr"}.
+"bohb_epoch_ratio", "seeds", "table", "what_if_seeds", "per_seed_trials_median_iqr"}.
+--what-if-seeds K searches a what-if table instead of the measured one: each row's training noise rescaled as if
+it were the mean of K training seeds (0: none), around the main effects of its choices; it asks whether
+training the table with more seeds could change the outcome, and its figures are not measurements.
 
     python benchmarks/search_efficiency.py [--table digits|glyphs] [--trials 100] [--seeds 100] [--jobs 2]
+        [--what-if-seeds K]
 """
 
 from __future__ import annotations
@@ -91,6 +95,32 @@ def run(table: Table, strategy: str, seed: int, trials: int, rows: dict[str, dic
     return {"best": best[:trials], "epochs": spent[:trials]}
 
 
+def as_if_seeds(rows: dict[str, dict], seeds: int) -> dict[str, dict]:
+    """What-if: the table as if each row were the mean of ``seeds`` training seeds (0: no training noise at all).
+
+    A row's final accuracy is split into the main effects of its choices (least squares) and a residual that
+    holds the choices' interactions and the training noise. The noise variance of one training, estimated from
+    the spread between each row's seeds, is rescaled from the table's seed count to ``seeds``, the residuals are
+    scaled to that variance, and every curve is shifted by its row's change.
+    """
+    ids = list(rows)
+    by_seed = np.array([[curve[-1] for curve in rows[i]["acc_by_seed"].values()] for i in ids])
+    if by_seed.shape[1] < 2:
+        raise SystemExit("--what-if-seeds needs a table with at least two training seeds per row")
+    keys = sorted(rows[ids[0]]["choices"])
+    levels = {k: sorted({str(rows[i]["choices"][k]) for i in ids}) for k in keys}
+    design = np.array([[1.0] + [float(str(rows[i]["choices"][k]) == v) for k in keys for v in levels[k][1:]]
+                       for i in ids])
+    final = by_seed.mean(axis=1)
+    residual = final - design @ np.linalg.lstsq(design, final, rcond=None)[0]
+    # the table's noise (one training's variance over its seed count), at most the whole residual
+    noise = min(by_seed.var(axis=1, ddof=1).mean() / by_seed.shape[1], residual.var())
+    scaled_noise = noise * by_seed.shape[1] / seeds if seeds else 0.0
+    scale = np.sqrt((residual.var() - noise + scaled_noise) / residual.var())
+    shift = dict(zip(ids, residual * (scale - 1), strict=True))
+    return {i: rows[i] | {"acc": [a + shift[i] for a in rows[i]["acc"]]} for i in ids}
+
+
 def expected_random_best(rewards: list[float], trials: int) -> float:
     """Expected best of ``trials`` uniform draws with replacement from ``rewards``: no seed noise at all."""
     r, n = np.sort(rewards), len(rewards)
@@ -124,9 +154,14 @@ def main() -> None:
     parser.add_argument("--target-quantile", type=float, default=0.5,
                         help="the latency target T as a quantile of the table's latencies")
     parser.add_argument("--jobs", type=int, default=1, help="processes the searches are spread over")
+    parser.add_argument("--what-if-seeds", type=int, metavar="K",
+                        help="search a what-if table instead: as if every row were the mean of K training seeds "
+                             "(0: no training noise), its training noise rescaled around the choices' main effects")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
+    if args.what_if_seeds is not None and args.what_if_seeds < 0:
+        parser.error(f"--what-if-seeds takes 0 or a positive number of seeds, got {args.what_if_seeds}")
     from edgekd.pipeline.reward import Reward
     from edgekd.train.devices import set_threads
 
@@ -134,6 +169,10 @@ def main() -> None:
     chosen = TABLE_OF[args.table]
     table = json.loads(chosen.path.read_text())
     rows = {r["arch_id"]: r for r in table["rows"]}
+    if args.what_if_seeds is not None:
+        rows = as_if_seeds(rows, args.what_if_seeds)
+        print(f"WHAT-IF table: as if every row were the mean of {args.what_if_seeds or 'infinitely many'} training "
+              f"seeds (the table has {len(table['training_seeds'])})")
     target = float(np.quantile([r["latency_ms"] for r in rows.values()], args.target_quantile))
     reward = Reward(target, "latency_ms", args.constraint)
     rewards = sorted(reward(r["acc"][-1], r) for r in rows.values())
@@ -175,6 +214,7 @@ def main() -> None:
           f"{'not reached' if ratio is None else f'{ratio:.3f}'}")
     print(json.dumps({"trials_to_random100": {s: reach[s] for s in ("rl", "evolution", "bohb", "nsga2")},
                       "bohb_epoch_ratio": ratio, "seeds": args.seeds, "table": args.table,
+                      "what_if_seeds": args.what_if_seeds,
                       "per_seed_trials_median_iqr": {s: [round(v, 1) for v in spread[s][:3]] for s in STRATEGIES}}))
 
 
