@@ -69,7 +69,8 @@ def main() -> None:
             for spec in students:
                 for seed in range(args.seeds):
                     trained = f"{task}/{spec.id}/{seed}"
-                    if trained not in done:
+                    # absent, or kept by an older run without the training accuracy: trained (again)
+                    if not isinstance(done.get(trained), dict):
                         torch.manual_seed(seed)
                         model = build(spec)
                         history = train(model, ctx.data, train_cfg, cfg.kd, ctx.teacher_signal, seed=seed,
