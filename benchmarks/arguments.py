@@ -14,6 +14,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"takes 0 or a positive number, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A number above 0."""
     value = float(text)

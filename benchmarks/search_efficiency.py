@@ -36,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import optuna
+from arguments import non_negative_int, positive_int
 from search_table import TABLE_OF, Table
 
 STRATEGIES = ("random", "evolution", "rl", "bohb", "nsga2")
@@ -153,15 +154,11 @@ def main() -> None:
     parser.add_argument("--constraint", choices=("soft", "hard"), default="soft", help="MnasNet's constraint")
     parser.add_argument("--target-quantile", type=float, default=0.5,
                         help="the latency target T as a quantile of the table's latencies")
-    parser.add_argument("--jobs", type=int, default=1, help="processes the searches are spread over")
-    parser.add_argument("--what-if-seeds", type=int, metavar="K",
+    parser.add_argument("--jobs", type=positive_int, default=1, help="processes the searches are spread over")
+    parser.add_argument("--what-if-seeds", type=non_negative_int, metavar="K",
                         help="search a what-if table instead: as if every row were the mean of K training seeds "
                              "(0: no training noise), its training noise rescaled around the choices' main effects")
     args = parser.parse_args()
-    if args.jobs < 1:
-        parser.error(f"--jobs takes a positive number of processes, got {args.jobs}")
-    if args.what_if_seeds is not None and args.what_if_seeds < 0:
-        parser.error(f"--what-if-seeds takes 0 or a positive number of seeds, got {args.what_if_seeds}")
     from edgekd.pipeline.reward import Reward
     from edgekd.train.devices import set_threads
 
