@@ -64,6 +64,25 @@ def fast_device() -> NamedDevice:
 
 
 @pytest.fixture
+def fast_devices_yaml(tmp_path, monkeypatch):
+    """Writes ./devices.yaml (the working directory becomes ``tmp_path``), a user's own registry of local ONNX Runtime
+    entries timed briefly: one process, few repeats, at most a second per model. ``threads`` maps each entry's
+    name to its thread count. A test needs a measurement, not its precision; on a loaded core the default
+    protocol spends its whole 10 s on every model."""
+
+    def write(threads: dict[str, int] | None = None) -> Path:
+        entries = "".join(f"  {name}:\n    kind: local\n    threads: {n}\n    warmup: 2\n    repeats: 5\n"
+                          f"    processes: 1\n    protocol: {{budget_s: 1}}\n"
+                          for name, n in (threads or {"host-cpu": 1}).items())
+        path = tmp_path / "devices.yaml"
+        path.write_text("devices:\n" + entries)
+        monkeypatch.chdir(tmp_path)
+        return path
+
+    return write
+
+
+@pytest.fixture
 def cuda_device(fast_device) -> NamedDevice:
     """``fast_device`` on ONNX Runtime's CUDA provider."""
     return fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"provider": "cuda"})})

@@ -23,11 +23,9 @@ TINY = [*BASE, "--trials", "2"]
 
 
 @pytest.fixture(autouse=True)
-def _fast_device(tmp_path, monkeypatch):
-    """A quick local device (one process, few repeats), found as ./devices.yaml like a user's own registry."""
-    (tmp_path / "devices.yaml").write_text(
-        "devices:\n  host-cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
-    monkeypatch.chdir(tmp_path)
+def _fast_device(fast_devices_yaml):
+    """A quick local device, found as ./devices.yaml like a user's own registry."""
+    fast_devices_yaml()
 
 
 def _ok(args):

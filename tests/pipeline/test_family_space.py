@@ -64,10 +64,8 @@ def test_family_students_build_export_and_count_like_thop(space, tmp_path, thop_
         assert space_of(space.describe()).decode(space.encode(spec)) == spec
 
 
-def test_bohb_searches_families_and_the_best_familys_samples_are_distilled_and_reported(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "devices.yaml").write_text(
-        "devices:\n  host-cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+def test_bohb_searches_families_and_the_best_familys_samples_are_distilled_and_reported(tmp_path, fast_devices_yaml):
+    fast_devices_yaml()
     args = ["run", "--name", "fam", "--runs-dir", str(tmp_path / "runs"), "--data", "synthetic", "--resolution", "16",
             "--teacher-epochs", "1", "--space", "family", "--space-width", "0.25", "--strategy", "bohb",
             "--search-kd", "--trials", "3", "--proxy-epochs", "2", "--distill-epochs", "1", "--family-samples", "3",

@@ -149,10 +149,8 @@ def test_a_bad_space_file_is_a_clear_error_naming_the_file_and_field(tmp_path, b
         space_preset(str(tmp_path / "missing.yaml"))
 
 
-def test_a_search_over_a_space_file_and_over_fbnet_from_the_command_line(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "devices.yaml").write_text(
-        "devices:\n  host-cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+def test_a_search_over_a_space_file_and_over_fbnet_from_the_command_line(tmp_path, fast_devices_yaml):
+    fast_devices_yaml()
     (tmp_path / "mine.yaml").write_text(SPACE_FILE)
     tiny = ["--data", "synthetic", "--resolution", "16", "--teacher-epochs", "1", "--proxy-epochs", "1",
             "--trials", "2", "--runs-dir", str(tmp_path / "runs"), "--space-width", "0.25"]

@@ -47,10 +47,8 @@ def test_sampled_architectures_are_distinct_and_reproducible():
     assert [s.id for s in a] == [s.id for s in b] and len({s.id for s in a}) == 30
 
 
-def test_profile_command(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "devices.yaml").write_text(
-        "devices:\n  cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+def test_profile_command(tmp_path, fast_devices_yaml):
+    fast_devices_yaml({"cpu": 1})
     # The block table is profile_device's (above); here the command's wiring, without its 78 networks.
     result = CliRunner().invoke(app, ["profile", "--device", "cpu", "--archs", "12", "--heldout", "4",
                                       "--data", "synthetic", "--resolution", "8", "--kind", "learned", "--no-blocks"])
@@ -66,11 +64,8 @@ def test_profile_command(tmp_path, monkeypatch):
 
 
 def test_profile_spends_a_budget_on_spread_architectures_and_transfers_another_devices_predictor(
-        tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "devices.yaml").write_text(
-        "devices:\n  cpu:\n    kind: local\n    warmup: 2\n    repeats: 5\n    processes: 1\n"
-        "  cpu-2t:\n    kind: local\n    threads: 2\n    warmup: 2\n    repeats: 5\n    processes: 1\n")
+        tmp_path, fast_devices_yaml):
+    fast_devices_yaml({"cpu": 1, "cpu-2t": 2})
     common = ["--data", "synthetic", "--resolution", "8", "--no-blocks", "--heldout", "4"]
     assert CliRunner().invoke(app, ["profile", "--device", "cpu", "--archs", "16", "--kind", "table", *common]
                               ).exit_code == 0
