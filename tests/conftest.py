@@ -18,6 +18,7 @@ os.environ.setdefault("EDGEKD_QUIET", "1")
 import numpy as np
 import pytest
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from edgekd.core.config import RunConfig, TrainConfig
 from edgekd.core.devices import LocalDevice, MeasurementProtocol, NamedDevice, SshDevice
@@ -27,11 +28,18 @@ from edgekd.runtime.ort import has_provider
 def _own_cores() -> None:
     """Under pytest-xdist each worker runs on cores of its own (and its subprocesses inherit them): torch processes
     of two workers sharing the cores would each run far slower than alone. Called before torch is imported: its
-    OpenMP pool is sized by the cores it sees then, and two threads spinning on one core crawl."""
+    OpenMP pool is sized by the cores it sees then, and two threads spinning on one core crawl.
+
+    numpy is imported earlier (by a pytest plugin), and its OpenBLAS pool was started for every core: its threads
+    are pinned too and the pool shrunk to the worker's cores. A pool thread left free on the other worker's core
+    made small linear algebra wait for that busy core at every call (a 2 s test took 37 s in the suite)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker and count > 1 and hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % len(cores) :: count] or cores)
+        mine = cores[int(worker.removeprefix("gw")) % len(cores) :: count] or cores
+        for thread in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(thread), mine)
+        threadpool_limits(len(mine))
 
 
 _own_cores()
