@@ -29,6 +29,7 @@ from edgekd.train import (
     resolve_device,
     train,
 )
+from edgekd.train.devices import to_cpu
 from edgekd.train.loop import StepSchedule
 
 
@@ -260,6 +261,14 @@ def test_training_on_cuda_with_and_without_mixed_precision(amp):
                     runtime=Runtime(device=device, augment="standard"), evaluate=lambda m: evaluate(m, data, "val"))
     assert next(student.parameters()).is_cuda and history[-1].eval_acc > 0.5
     assert student.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_cpu_trains_in_channels_last_and_hands_the_model_back_in_the_default_layout():
+    data = load_data("synthetic", resolution=8)
+    student = _net(data)
+    history = train(student, data, TrainConfig(epochs=1))
+    assert student.stem[0].weight.is_contiguous(memory_format=torch.channels_last) and history[0].loss > 0
+    assert to_cpu(student).stem[0].weight.is_contiguous()
 
 
 def test_epoch_stats_round_trip_through_the_state(tmp_path):
