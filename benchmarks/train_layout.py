@@ -37,9 +37,8 @@ from edgekd.train.loop import Runtime
 class ContiguousCPU(TrainDevice):
     """The CPU in the default layout: the baseline."""
 
-    @property
-    def channels_last(self) -> bool:
-        return False
+    def memory_format(self, module: torch.nn.Module) -> torch.memory_format:
+        return torch.contiguous_format
 
 
 def one_epoch(spec, data, device: TrainDevice) -> tuple[float, float]:

@@ -72,15 +72,23 @@ def fast_device() -> NamedDevice:
 
 
 @pytest.fixture
+def median_device(fast_device) -> NamedDevice:
+    """``fast_device`` timed by the median protocol: for tests that need a latency, not the interleaved protocol's
+    precision (on a loaded core that protocol spends its whole budget on every model)."""
+    return fast_device.model_copy(update={"spec": fast_device.spec.model_copy(
+        update={"protocol": MeasurementProtocol(kind="median")})})
+
+
+@pytest.fixture
 def fast_devices_yaml(tmp_path, monkeypatch):
     """Writes ./devices.yaml (the working directory becomes ``tmp_path``), a user's own registry of local ONNX Runtime
-    entries timed briefly: one process, few repeats, at most a second per model. ``threads`` maps each entry's
-    name to its thread count. A test needs a measurement, not its precision; on a loaded core the default
-    protocol spends its whole 10 s on every model."""
+    entries timed briefly: the median of a few runs in one process. ``threads`` maps each entry's name to its thread
+    count. A test needs a measurement, not its precision; on a loaded core the default interleaved protocol spends
+    its whole budget (10 s) on every model."""
 
     def write(threads: dict[str, int] | None = None) -> Path:
         entries = "".join(f"  {name}:\n    kind: local\n    threads: {n}\n    warmup: 2\n    repeats: 5\n"
-                          f"    processes: 1\n    protocol: {{budget_s: 1}}\n"
+                          f"    processes: 1\n    protocol: {{kind: median}}\n"
                           for name, n in (threads or {"host-cpu": 1}).items())
         path = tmp_path / "devices.yaml"
         path.write_text("devices:\n" + entries)

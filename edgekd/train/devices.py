@@ -17,9 +17,7 @@ DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 @dataclass(frozen=True)
 class TrainDevice:
     """A resolved training device. On CUDA: mixed precision (bf16 where the GPU has it, else fp16 with a loss
-    scaler) unless ``amp`` is off. On CUDA and the CPU: channels-last tensors (on the CPU, a depthwise
-    convolution's backward pass takes several times longer in the default layout: a student's training step
-    1.3-1.8x)."""
+    scaler) unless ``amp`` is off. Tensors channels-last where :meth:`memory_format` says so."""
 
     device: torch.device
     amp: bool = False
@@ -34,9 +32,15 @@ class TrainDevice:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
-    @property
-    def channels_last(self) -> bool:
-        return self.kind in ("cuda", "cpu")
+    def memory_format(self, module: torch.nn.Module) -> torch.memory_format:
+        """The layout ``module`` trains in: channels-last on CUDA, and on the CPU (where a depthwise convolution's
+        backward pass takes several times longer in the default layout: a student's epoch 1.3-1.4x) unless
+        ``module`` holds a strided 1x1 convolution. oneDNN's channels-last backward pass of one with fewer input
+        channels than its register block writes out of bounds or returns wrong weight gradients
+        (uxlfoundation/oneDNN#6035; it crashed torch 2.14 on this project's AVX2 host)."""
+        if self.kind == "cuda" or (self.kind == "cpu" and not _has_strided_pointwise(module)):
+            return torch.channels_last
+        return torch.contiguous_format
 
     @property
     def precision(self) -> str:
@@ -54,9 +58,13 @@ class TrainDevice:
         return torch.amp.GradScaler(self.kind) if self.amp_dtype == torch.float16 else None
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        """``module`` moved to this device (channels-last on CUDA and the CPU)."""
-        module.to(self.device)
-        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+        """``module`` moved to this device, in its :meth:`memory_format`."""
+        return module.to(self.device).to(memory_format=self.memory_format(module))
+
+
+def _has_strided_pointwise(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+               for m in module.modules())
 
 
 CPU = TrainDevice(torch.device("cpu"))

@@ -186,6 +186,7 @@ def fit(task: Task, data: Data, split: str, cfg: TrainConfig, runtime: Runtime =
     each epoch (under torchrun every rank calls it). ``on_epoch`` may raise (Optuna's pruning) to stop early.
     """
     dev, dist = runtime.device, runtime.dist
+    layout = dev.memory_format(task.module)
     module = dev.prepare(task.module)
     task.prepare(dev)
     net: nn.Module = module
@@ -206,9 +207,7 @@ def fit(task: Task, data: Data, split: str, cfg: TrainConfig, runtime: Runtime =
         started = time.perf_counter()
         with _step_bar(steps, at.step, dist) as advance:
             for step, (x, y, idx) in enumerate(loader, at.step):
-                x = data.normalize(x.to(dev.device, non_blocking=True))
-                if dev.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = data.normalize(x.to(dev.device, non_blocking=True)).contiguous(memory_format=layout)
                 with dev.autocast():
                     loss, metrics = task.loss(net, Batch(x, y.to(dev.device, non_blocking=True), idx), step)
                 schedule.step(loss)

@@ -34,11 +34,11 @@ class CountingEvaluator:
 
 
 @pytest.fixture
-def setup(tmp_path, fast_device, tiny_config):
+def setup(tmp_path, median_device, tiny_config):
     data = load_data("synthetic", resolution=8)
     space = make_space("mnas", 8, 3, 10, width=0.25)
     proxy = KDProxyEvaluator(data, None, TrainConfig(epochs=1), KDConfig(alpha=0.0))
-    latency = MeasuredLatency(fast_device, tmp_path / "lat.sqlite")
+    latency = MeasuredLatency(median_device, tmp_path / "lat.sqlite")
     return tiny_config, space, proxy, latency, Reward(1.0), tmp_path / "search"
 
 

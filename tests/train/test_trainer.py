@@ -271,6 +271,23 @@ def test_the_cpu_trains_in_channels_last_and_hands_the_model_back_in_the_default
     assert to_cpu(student).stem[0].weight.is_contiguous()
 
 
+def test_a_strided_1x1_convolution_trains_in_the_default_layout_on_the_cpu():
+    """oneDNN's channels-last backward pass of a strided 1x1 convolution with few input channels writes out of
+    bounds (it crashed this test's process on an AVX2 host, one thread)."""
+    data = load_data("synthetic", resolution=16)
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 8, 1, stride=2), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(8, data.num_classes))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history = train(student, data, TrainConfig(epochs=2, lr=1e-2))
+    finally:
+        torch.set_num_threads(threads)
+    assert not student[0].weight.is_contiguous(memory_format=torch.channels_last)  # the whole model: NCHW
+    assert history[-1].loss < history[0].loss
+
+
 def test_epoch_stats_round_trip_through_the_state(tmp_path):
     data = load_data("synthetic", resolution=8)
     state = tmp_path / "s.pt"
