@@ -62,6 +62,14 @@ class TrainDevice:
         return module.to(self.device).to(memory_format=self.memory_format(module))
 
 
+def memory_format_of(module: torch.nn.Module) -> torch.memory_format:
+    """channels-last if ``module``'s first convolution weight is laid out so, else the default format."""
+    weight = next((p for p in module.parameters() if p.dim() == 4), None)
+    if weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _has_strided_pointwise(module: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
                for m in module.modules())

@@ -28,7 +28,7 @@ from edgekd.core.config import TrainConfig
 from edgekd.core.errors import ConfigError
 from edgekd.core.ui import progress
 from edgekd.data import Augment, Data
-from edgekd.train.devices import CPU, TrainDevice
+from edgekd.train.devices import CPU, TrainDevice, memory_format_of
 from edgekd.train.distributed import SINGLE, DistEnv
 from edgekd.train.state import load_state, save_state
 
@@ -184,9 +184,10 @@ def fit(task: Task, data: Data, split: str, cfg: TrainConfig, runtime: Runtime =
     With ``checkpoint``, the state after every epoch (and inside one, at the runtime's step or minute interval) is
     saved atomically by rank 0 and a later call resumes from it. ``evaluate(task.scored)`` scores the model after
     each epoch (under torchrun every rank calls it). ``on_epoch`` may raise (Optuna's pruning) to stop early.
+    The model trains in the device's memory format and is handed back in the one it came in.
     """
     dev, dist = runtime.device, runtime.dist
-    layout = dev.memory_format(task.module)
+    given, layout = memory_format_of(task.module), dev.memory_format(task.module)
     module = dev.prepare(task.module)
     task.prepare(dev)
     net: nn.Module = module
@@ -197,38 +198,41 @@ def fit(task: Task, data: Data, split: str, cfg: TrainConfig, runtime: Runtime =
     steps = math.ceil(math.ceil(len(data.index(split)) / dist.world) / batch_size)
     schedule = StepSchedule(module.parameters(), cfg, steps, dev.scaler())
     history, resume = _restore(checkpoint, module, schedule, dist)
-    for epoch in range(len(history), cfg.epochs):
-        at = resume if resume is not None and resume.epoch == epoch else _Progress(epoch)
-        at.task = task.begin_epoch(epoch, at.task or None)
-        module.train()
-        loader = data.loader(split, batch_size, shuffle=True, seed=seed * 100_003, epoch=epoch,
-                             augment=runtime.augment, rank=dist.rank, world=dist.world, start_batch=at.step,
-                             workers=runtime.workers, pin_memory=dev.kind == "cuda")
-        started = time.perf_counter()
-        with _step_bar(steps, at.step, dist) as advance:
-            for step, (x, y, idx) in enumerate(loader, at.step):
-                x = data.normalize(x.to(dev.device, non_blocking=True)).contiguous(memory_format=layout)
-                with dev.autocast():
-                    loss, metrics = task.loss(net, Batch(x, y.to(dev.device, non_blocking=True), idx), step)
-                schedule.step(loss)
-                for k, v in {"loss": loss.item(), **metrics, "_images": 1.0}.items():
-                    at.sums[k] = at.sums.get(k, 0.0) + v * len(y)
-                at.step = step + 1
-                advance()
-                if checkpoint is not None and at.step < steps and _due(runtime, at, dist):
-                    _save(checkpoint, module, schedule, history, dist, at)
-        seconds = time.perf_counter() - started
-        totals = dist.all_sum(at.sums)
-        n = totals.pop("_images", 0.0)
-        stats = EpochStats(epoch + 1, schedule.lr, {k: v / n for k, v in totals.items()},
-                           evaluate(task.scored) if evaluate else None, seconds, int(n))
-        history.append(stats)
-        resume = None
-        if checkpoint is not None:
-            _save(checkpoint, module, schedule, history, dist, None)
-        if on_epoch is not None:
-            on_epoch(stats)
-    return history
+    try:
+        for epoch in range(len(history), cfg.epochs):
+            at = resume if resume is not None and resume.epoch == epoch else _Progress(epoch)
+            at.task = task.begin_epoch(epoch, at.task or None)
+            module.train()
+            loader = data.loader(split, batch_size, shuffle=True, seed=seed * 100_003, epoch=epoch,
+                                 augment=runtime.augment, rank=dist.rank, world=dist.world, start_batch=at.step,
+                                 workers=runtime.workers, pin_memory=dev.kind == "cuda")
+            started = time.perf_counter()
+            with _step_bar(steps, at.step, dist) as advance:
+                for step, (x, y, idx) in enumerate(loader, at.step):
+                    x = data.normalize(x.to(dev.device, non_blocking=True)).contiguous(memory_format=layout)
+                    with dev.autocast():
+                        loss, metrics = task.loss(net, Batch(x, y.to(dev.device, non_blocking=True), idx), step)
+                    schedule.step(loss)
+                    for k, v in {"loss": loss.item(), **metrics, "_images": 1.0}.items():
+                        at.sums[k] = at.sums.get(k, 0.0) + v * len(y)
+                    at.step = step + 1
+                    advance()
+                    if checkpoint is not None and at.step < steps and _due(runtime, at, dist):
+                        _save(checkpoint, module, schedule, history, dist, at)
+            seconds = time.perf_counter() - started
+            totals = dist.all_sum(at.sums)
+            n = totals.pop("_images", 0.0)
+            stats = EpochStats(epoch + 1, schedule.lr, {k: v / n for k, v in totals.items()},
+                               evaluate(task.scored) if evaluate else None, seconds, int(n))
+            history.append(stats)
+            resume = None
+            if checkpoint is not None:
+                _save(checkpoint, module, schedule, history, dist, None)
+            if on_epoch is not None:
+                on_epoch(stats)
+        return history
+    finally:  # handed back in the layout it came in (export takes the default one), even when stopped early
+        module.to(memory_format=given)
 
 
 def _due(runtime: Runtime, at: _Progress, dist: DistEnv) -> bool:

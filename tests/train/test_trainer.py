@@ -29,7 +29,6 @@ from edgekd.train import (
     resolve_device,
     train,
 )
-from edgekd.train.devices import to_cpu
 from edgekd.train.loop import StepSchedule
 
 
@@ -263,12 +262,15 @@ def test_training_on_cuda_with_and_without_mixed_precision(amp):
     assert student.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_the_cpu_trains_in_channels_last_and_hands_the_model_back_in_the_default_layout():
+def test_the_cpu_trains_in_channels_last_and_hands_the_model_back_in_its_own_layout():
     data = load_data("synthetic", resolution=8)
     student = _net(data)
     history = train(student, data, TrainConfig(epochs=1))
-    assert student.stem[0].weight.is_contiguous(memory_format=torch.channels_last) and history[0].loss > 0
-    assert to_cpu(student).stem[0].weight.is_contiguous()
+    assert history[0].loss > 0 and student.stem[0].weight.is_contiguous()  # handed back in the layout it came in
+    seen = []
+    fit(DistillTask(student, KDConfig(alpha=0.0)), data, "mini_train", TrainConfig(epochs=1),
+        evaluate=lambda m: seen.append(m.stem[0].weight.is_contiguous(memory_format=torch.channels_last)) or 0.0)
+    assert seen == [True] and student.stem[0].weight.is_contiguous()  # trained in channels-last
 
 
 def test_a_strided_1x1_convolution_trains_in_the_default_layout_on_the_cpu():
