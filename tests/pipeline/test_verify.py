@@ -85,7 +85,7 @@ def test_the_bundle_holds_models_card_reference_and_checksums(bundle, tmp_path):
     folder = _unpack(bundle, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest["files"]) == {
-        "model.onnx", "model-int8.onnx", "model-int8.tflite", "model.pte", "arch.json", "labels.json",
+        "model.onnx", "model-int8.onnx", "model-int8.tflite", "arch.json", "labels.json",
         "preprocessing.json", "validation.json", "validation.md", "reference.npz", "README.md"}
     assert manifest["models"]["onnx-int8"]["file"] == "model-int8.onnx"
     assert manifest["thresholds"]["max_accuracy_drop"]["onnx-int8"] == 20.0
