@@ -278,6 +278,10 @@ CASES = [
     Case("unknown training device", lambda r: _run(r, "--train-device", "tpu"), 2, "train_device"),
     Case("sign key that is no key", lambda r: _run(r, "--sign-key", str(_write(r / "s.pem", b"not a key"))), 2,
          "s.pem"),
+    Case("teacher weights for a trained teacher", lambda r: _run(r, "--teacher-weights", "w.pt"), 2, "teacher_weights"),
+    Case("an invalid value for a finished run", lambda r: _run(r, "--kd-alpha", "2", name="done"), 2, "kd.alpha"),
+    Case("key pair named as a folder", lambda r: ["keygen", f"{r}/."], 2, "needs a file name"),
+    Case("key pair in a missing folder", lambda r: ["keygen", str(r / "nowhere" / "k")], 2, "no folder"),
 ]
 
 

@@ -32,6 +32,16 @@ def test_invalid_values_are_clear_errors(tmp_path):
         resolve_config(tmp_path / "a", {"kd.alpha": 1.5})
     with pytest.raises(ConfigError, match="not both"):
         resolve_config(tmp_path / "b", {"search.target_ms": 1.0, "search.target_mmacs": 5.0})
+    with pytest.raises(ConfigError, match="torchvision:NAME teacher; teacher 'train' takes none"):
+        resolve_config(tmp_path / "c", {"teacher_weights": "resnet18.pt"})
+
+
+def test_an_invalid_value_is_named_before_a_clash_with_the_saved_run(tmp_path):
+    run = tmp_path / "r"
+    resolve_config(run, {"name": "r", "data": "synthetic"})
+    (run / "teacher").mkdir()
+    with pytest.raises(ConfigError, match=r"invalid run configuration: kd\.alpha"):
+        resolve_config(run, {"kd.alpha": 1.5})
 
 
 def _snapshot(root):

@@ -231,6 +231,13 @@ class RunConfig(_Model):
             data["search"]["storage"] = mask_url(self.search.storage)
         return data
 
+    @model_validator(mode="after")
+    def _weights_for_torchvision(self) -> RunConfig:
+        if self.teacher_weights is not None and not self.teacher.startswith("torchvision:"):
+            raise ValueError(f"teacher_weights is the state_dict of a torchvision:NAME teacher; teacher "
+                             f"{self.teacher!r} takes none (a teacher file holds its own weights)")
+        return self
+
     @field_validator("name")
     @classmethod
     def _one_segment(cls, value: str) -> str:
@@ -289,20 +296,26 @@ def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     if saved is not None and not isinstance(saved, dict):
         raise RunStateError(f"{path} is not a run configuration (a JSON object)")
     base = _flatten(saved or RunConfig().public_dump())
+    cfg = _validated(base | overrides)  # a value no run may take is named before any clash with the saved run
     if saved:
         shown = {k: mask_url(v) if k == "search.storage" else v for k, v in overrides.items()}
         changed = {k: (base.get(k), v) for k, v in shown.items() if base.get(k) != v and not _changeable(k)}
         if changed:
             diffs = ", ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in changed.items())
             raise ConfigError(f"{path} was made with other settings ({diffs}); use another --name for a new run")
-    try:
-        cfg = RunConfig.model_validate(_nest(base | overrides))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid run configuration: {problems}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, cfg.public_dump())
     return cfg
+
+
+def _validated(flat: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(_nest(flat))
+    except ValidationError as exc:
+        problems = "; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])),
+                                                     e["msg"].removeprefix("Value error, "))))
+                             for e in exc.errors())
+        raise ConfigError(f"invalid run configuration: {problems}") from None
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -82,6 +82,11 @@ def check_signature(bundle: Path, public_key: Path, signature: Path | None = Non
 
 def generate_keypair(stem: Path) -> tuple[Path, Path]:
     """A new ed25519 key pair: STEM.pem (private, readable by its owner only) and STEM.pub.pem."""
+    if stem.is_dir() or not stem.name or stem.name == "..":
+        raise ConfigError(f"{str(stem)!r} is a folder: a key pair needs a file name, such as release-key or "
+                          "keys/release-key")
+    if not stem.parent.is_dir():
+        raise ConfigError(f"no folder {stem.parent} to write the key pair {stem.name}.pem / {stem.name}.pub.pem into")
     private, public = stem.with_name(stem.name + ".pem"), stem.with_name(stem.name + ".pub.pem")
     existing = [str(p) for p in (private, public) if p.exists()]
     if existing:
