@@ -254,6 +254,16 @@ CASES = [
         r, lambda b: b, "--public-key", str(_write(r / "k.pem", b"-----BEGIN nonsense"))), 2, "k.pem"),
     Case("bundle accuracy limit not a number", lambda r: _verify(r, lambda b: b, "--max-accuracy-drop", "onnx=abc"),
          2, "onnx=abc"),
+    Case("bundle latency drift below zero", lambda r: _verify(r, lambda b: b, "--max-latency-drift", "-2"), 2,
+         "--max-latency-drift"),
+    Case("limit for an unknown format on a finished run", lambda r: _in_run(
+        r, lambda d: None, "validate", "--max-accuracy-drop", "coreml=1"), 2, "'coreml'"),
+    Case("unknown format on a finished run", lambda r: _in_run(r, lambda d: None, "export", "--formats", "coreml"), 2,
+         "'coreml'"),
+    Case("report page named as a folder", lambda r: ["report", "done", "--runs-dir", str(r / "runs"), "--out",
+                                                     str(r / "runs")], 2, "is a folder"),
+    Case("predictor folder that is a file", lambda r: ["profile", "--out", str(_write(r / "p", b"x"))], 2,
+         "cannot make the folder"),
     # command-line values
     Case("run name escaping the runs folder", lambda r: _run(r, name="../escape"), 2, "../escape"),
     Case("run name with a slash", lambda r: _run(r, name="a/b"), 2, "a/b"),

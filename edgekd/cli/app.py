@@ -216,9 +216,9 @@ def command(*groups: list[Option]) -> Callable[[Command], Command]:
 
 def open_context(name: str, runs_dir: Path, overrides: dict[str, Any]) -> RunContext:
     """The run ``name``'s context, its saved config updated with the command line's ``overrides``."""
-    from edgekd.pipeline.opening import open_run
+    from edgekd.pipeline.opening import check_names, open_run
 
-    cfg: RunConfig = resolve_config(runs_dir / name, {"name": name, **overrides})
+    cfg: RunConfig = resolve_config(runs_dir / name, {"name": name, **overrides}, check_names)
     return open_run(cfg, runs_dir)
 DevicesFile = Annotated[Path | None, typer.Option(
     help=escape("devices.yaml to read [default: ./devices.yaml, else the shipped one]"))]

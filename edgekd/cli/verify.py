@@ -18,8 +18,8 @@ def verify(
     device: Annotated[str, typer.Option(help="Device in the registry to run the models on")] = "host-cpu",
     devices_file: Annotated[Path | None, typer.Option(help="devices.yaml to read")] = None,
     max_latency_drift: Annotated[float | None, typer.Option(
-        help="Fail if the fp32 model's latency drifts more than this fraction from the bundle's figure "
-             "(only on the device the bundle was made on)")] = None,
+        min=0.001, max=1000, help="Fail if the fp32 model's latency drifts more than this fraction from the "
+        "bundle's figure (only on the device the bundle was made on)")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the verification report here as JSON")] = None,
     sha256: Annotated[str | None, typer.Option(
         "--sha256", help="The bundle's sha256 as printed when it was packaged: any other archive is refused")] = None,

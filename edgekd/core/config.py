@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -279,8 +280,10 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The run's config: the saved one (if any) with ``overrides`` (dotted keys) applied, validated and saved.
+def resolve_config(run_dir: Path, overrides: dict[str, Any],
+                   check: Callable[[RunConfig], None] | None = None) -> RunConfig:
+    """The run's config: the saved one (if any) with ``overrides`` (dotted keys) applied, validated, passed to
+    ``check`` (names only a later layer knows, such as export formats) and saved.
 
     An override that changes a saved setting (other than a CHANGEABLE one) is an error: a resumed run must keep
     the settings its work was done with. A run that holds no work yet (nothing besides its config, as after a
@@ -303,6 +306,8 @@ def resolve_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         if changed:
             diffs = ", ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in changed.items())
             raise ConfigError(f"{path} was made with other settings ({diffs}); use another --name for a new run")
+    if check:
+        check(cfg)  # before saving: a refused command leaves the run's settings as they were
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, cfg.public_dump())
     return cfg

@@ -26,12 +26,12 @@ from edgekd.train.devices import usable_cores
 
 
 def check_names(cfg: RunConfig) -> None:
-    """ConfigError for an unknown search space, strategy, evaluator or export format, or an unusable study
-    storage, before any stage spends minutes on a teacher."""
+    """ConfigError for an unknown search space, strategy, evaluator or export format (to export or to limit), or
+    an unusable study storage, before any stage spends minutes on a teacher."""
     space_preset(cfg.search.space)
     strategy_factory(cfg.search.strategy)
     evaluator_kind(cfg.search)
-    for name in cfg.export.formats:
+    for name in (*cfg.export.formats, *cfg.export.max_accuracy_drop):
         if name != AUTO_FORMATS:
             get_format(name)
     if cfg.search.storage:

@@ -279,6 +279,10 @@ def profile(device: str, devices_file: Path | None, archs: int, heldout: int, ki
                           "and a device to measure, transfer needs --transfer-from)")
     if budget is not None and imported is not None:
         raise ConfigError("--budget chooses what to measure; with --import nothing is measured")
+    try:  # before minutes of measuring: a folder that cannot be made would lose their fit
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the folder {out} for the predictor files: {exc.strerror}") from None
     base = load_predictor(transfer_from) if transfer_from is not None else None
     d = load_data(data, seed, resolution)
     c, res, _ = d.input_shape

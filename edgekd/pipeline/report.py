@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.core.config import RunConfig, config_path, read_json
-from edgekd.core.errors import RunStateError
+from edgekd.core.errors import ConfigError, RunStateError
 from edgekd.pipeline.distill import load_student, read_curves
 from edgekd.pipeline.search.records import read_records, read_result, read_reward
 from edgekd.pipeline.validate import read_validation
@@ -294,7 +294,10 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     if out is None:
         out = (run_dirs[0] / "report.html" if len(run_dirs) == 1
                else run_dirs[0].parent / f"report-{'-vs-'.join(d.name for d in run_dirs)}.html")
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder: give the page a file name, such as {out / 'report.html'}")
     page = render(run_dirs)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
