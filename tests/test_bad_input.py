@@ -264,6 +264,9 @@ CASES = [
                                                      str(r / "runs")], 2, "is a folder"),
     Case("predictor folder that is a file", lambda r: ["profile", "--out", str(_write(r / "p", b"x"))], 2,
          "cannot make the folder"),
+    Case("ablation of a run against itself", lambda r: ["ablate", "done", "done", "--runs-dir", str(r / "runs")], 2,
+         "two different runs"),
+    Case("ablation of no student", lambda r: ["ablate", "done", "other", "--top", "0"], 2, "--top"),
     # command-line values
     Case("run name escaping the runs folder", lambda r: _run(r, name="../escape"), 2, "../escape"),
     Case("run name with a slash", lambda r: _run(r, name="a/b"), 2, "a/b"),
