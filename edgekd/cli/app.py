@@ -127,6 +127,8 @@ def _help_with_default(field: str, typ: type, help_: str) -> str:
     value: Any = RunConfig()
     for part in field.split("."):
         value = getattr(value, part)
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value))  # as the option is typed
     text = help_ if value is None or typ is dict else f"{help_} [default: {value}]"
     return escape(text)  # rich would read "[default: ...]" as markup
 
