@@ -97,6 +97,16 @@ def _tree(root: Path, spoil: Callable[[Path], None]) -> list[str]:
     return _run(root, "--data", f"imagefolder:{root / 'tree'}")
 
 
+def _truncated_png(tree: Path) -> None:
+    """A PNG whose header is whole (the folder scan accepts it) and whose pixels stop half way."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tree / "c2" / "trunc.png")
+    data = (tree / "c2" / "trunc.png").read_bytes()
+    (tree / "c2" / "trunc.png").write_bytes(data[: len(data) // 2])
+
+
 def _tiny_arch(classes: int = 10, channels: int = 3, width: int = 16) -> ArchSpec:
     return ArchSpec(resolution=8, in_channels=channels, num_classes=classes, stem_channels=8, head_channels=16,
                     blocks=(BlockSpec(op="mbconv", kernel=3, expand=3, out_channels=width, stride=1),))
@@ -197,6 +207,8 @@ CASES = [
     Case("imagefolder root missing", lambda r: _run(r, "--data", f"imagefolder:{r / 'none'}"), 3, "none"),
     Case("imagefolder with a file that is no image", lambda r: _tree(
         r, lambda t: (t / "c1" / "notes.png").write_text("not an image")), 3, "notes.png"),
+    Case("imagefolder with a truncated image, read by a loader process", lambda r: [
+        *_tree(r, _truncated_png), "--workers", "1"], 3, "trunc.png: image file is truncated"),
     Case("imagefolder with one class", lambda r: _tree(
         r, lambda t: [shutil.rmtree(t / c) for c in ("c1", "c2")]), 3, "at least 2 classes"),
     Case("synthetic data given a path", lambda r: _run(r, "--data", "synthetic:/x"), 3, "synthetic"),

@@ -187,6 +187,16 @@ def with_config_options(*groups: list[Option]) -> Callable[[Command], Command]:
     return deco
 
 
+def _message(exc: EdgeKDError) -> str:
+    """The error's own message; for one raised in a DataLoader worker, which torch re-raises with the worker's
+    traceback as its message, that traceback's last line without the exception's name."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith(type(exc).__module__) else last
+
+
 def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn EdgeKDError into one line and its exit code, Ctrl-C into exit 130 (tracebacks with EDGEKD_DEBUG=1)."""
 
@@ -197,7 +207,7 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgeKDError as exc:
             if os.environ.get("EDGEKD_DEBUG"):
                 raise
-            error_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            error_console.print(f"[bold red]error:[/] {escape(_message(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             error_console.print("[yellow]interrupted[/]: finished trials and epochs are kept; rerun to resume")
