@@ -132,6 +132,40 @@ def test_two_workers_share_a_study_and_a_killed_worker_s_trial_is_retried(tmp_pa
     assert result.exit_code == 2 and "need one target" in result.output, result.output
 
 
+def _group_gone(pgid: int, within_s: float) -> bool:
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_stops_a_two_worker_search_in_one_line_and_the_rerun_finishes_it(tmp_path):
+    runs = tmp_path / "runs"
+    args = ["search", "--name", "cc", "--runs-dir", str(runs), *BASE, "--trials", "3", "--jobs", "2"]
+    # a terminal's Ctrl-C: SIGINT to the whole foreground process group (not ignored, as under a test runner)
+    search = _edgekd(*args, start_new_session=True,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    db, deadline = runs / "cc" / "search" / "study.db", time.time() + 120
+    while time.time() < deadline:  # until a worker is training a candidate
+        time.sleep(0.1)
+        if db.is_file() and optuna.load_study(study_name="cc", storage=f"sqlite:///{db}").get_trials(
+                states=(TrialState.RUNNING,)):
+            break
+    os.killpg(search.pid, signal.SIGINT)
+    output, _ = search.communicate(timeout=60)
+    assert search.returncode == 130, output
+    assert "Traceback" not in output and "interrupted: finished trials and epochs are kept" in output, output
+    assert _group_gone(search.pid, 15), "a worker outlived Ctrl-C"
+    _ok(args)
+    trials = optuna.load_study(study_name="cc", storage=f"sqlite:///{db}").get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_jobs_runs_worker_processes_on_one_study(tmp_path, backend, request):
     runs = tmp_path / "runs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
         w.start()
     try:
         records = watch_search(study, cfg, reward, out, alive=lambda: any(w.is_alive() for w in workers))
+    except KeyboardInterrupt:  # the workers ignore Ctrl-C: stopped here, their unfinished trials retried on resume
+        for w in workers:
+            w.terminate()
+        raise
     finally:
         for w in workers:
             w.join(timeout=5)
@@ -87,6 +92,7 @@ def _search_in_processes(ctx: RunContext, reward: Reward) -> SearchResult:
 def _search_worker(cfg: RunConfig, runs_root: Path, index: int, reward: Reward) -> None:
     """One process of a ``--jobs`` search: its own data, teacher (cached), latency model and trials; its share of
     the CPU threads, and on a host with several GPUs its own GPU."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
     console.quiet = True
     ctx = open_run(cfg, runs_root, worker=index)
     study = open_study(cfg, ctx.stage_dir("search"), reward, worker=index + 1)
