@@ -1,4 +1,5 @@
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -66,9 +67,17 @@ def test_ctrl_c_loses_no_finished_trial_and_the_same_call_resumes(setup):
     cfg, space, proxy, latency, reward, out = setup
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"trials": 3})})
     first = CountingEvaluator(proxy, stop_at=3)
-    with pytest.raises(KeyboardInterrupt):
-        search(cfg, space, first, latency, reward, out)
+    logged = logging.Handler()
+    logged.emit = (records := []).append
+    logging.getLogger("optuna").addHandler(logged)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search(cfg, space, first, latency, reward, out)
+    finally:
+        logging.getLogger("optuna").removeHandler(logged)
     assert _states(out) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    # Ctrl-C is reported once, by the command, not also as a failed trial with its traceback
+    assert not [r for r in records if r.exc_info and r.exc_info[0] is KeyboardInterrupt]
 
     again = CountingEvaluator(proxy)
     result = search(cfg, space, again, latency, reward, out)
