@@ -9,6 +9,7 @@ validation and ``edgekd verify`` use.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,12 @@ def open_in_onnxruntime(path: Path, device: NamedDevice) -> Runner:
     """An ONNX model in ONNX Runtime on this host, with the device's threads (and provider, for ``local`` ones)."""
     d = device.spec
     return open_onnx(path, d.threads, d.provider if isinstance(d, LocalDevice) else "cpu")
+
+
+def quiet_converter_imports() -> None:
+    """Before importing a converter: torchao (which the LiteRT and ExecuTorch converters import) registers an Enum
+    the way torch deprecates, and torch logs a warning about it at every import, nothing a user can act on."""
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def calibration_images(images: np.ndarray | None, fmt: str) -> np.ndarray:

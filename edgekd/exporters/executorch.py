@@ -19,7 +19,7 @@ from torch import nn
 from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import DeviceError
-from edgekd.exporters import calibration_images, register_format
+from edgekd.exporters import calibration_images, quiet_converter_imports, register_format
 from edgekd.runtime.executorch import INSTALL_HINT, executorch_version, open_pte
 from edgekd.runtime.ort import Runner
 
@@ -34,6 +34,7 @@ def _capture(model: nn.Module, spec: ArchSpec) -> torch.export.ExportedProgram:
 
 
 def _lower(program: torch.export.ExportedProgram, path: Path) -> Path:
+    quiet_converter_imports()
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -55,6 +56,7 @@ def executorch_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options
 def executorch_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model-int8.pte``: static int8 for XNNPACK (per-channel symmetric weights), calibrated on training images."""
     images = torch.from_numpy(calibration_images(options.get("calibration"), "executorch-int8"))
+    quiet_converter_imports()
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,

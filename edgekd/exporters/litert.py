@@ -24,13 +24,15 @@ from torch import nn
 from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import DeviceError
-from edgekd.exporters import calibration_images, register_format
+from edgekd.exporters import calibration_images, quiet_converter_imports, register_format
 from edgekd.runtime.litert import INSTALL_HINT, litert_version, open_tflite
 from edgekd.runtime.ort import Runner
 
 
 def _litert_torch():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ logging, before it loads
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its step log; edgekd's export bar shows progress
+    quiet_converter_imports()
     try:
         import litert_torch
     except ImportError as exc:
@@ -76,4 +78,5 @@ def tflite_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, option
         for image in torch.from_numpy(images):  # the exported graph has batch 1
             graph(image[None])
         graph = convert_pt2e(graph, fold_quantize=False)
+    graph.training = False  # its ops are the eval-mode model's; torch.export's module says training regardless
     return _convert(graph, sample, out_dir / "model-int8.tflite", quant_config=QuantConfig(pt2e_quantizer=quantizer))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ def to_ort(onnx_path: Path, out: Path) -> Path:
     """Convert an ONNX model to ONNX Runtime's format at ``out``."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # set to DEBUG by ONNX Runtime's tools
     with scratch_dir("ort") as tmp, contextlib.redirect_stdout(io.StringIO()) as log:
         convert_onnx_models_to_ort(onnx_path, Path(tmp), [OptimizationStyle.Fixed], target_platform="arm")
         converted = next(Path(tmp).glob("*.ort"), None)

@@ -1,7 +1,10 @@
 """Every export format runs in its own runtime and agrees with the PyTorch student it came from."""
 
+import contextlib
 import importlib
+import io
 import json
+import logging
 import re
 import sys
 from collections import Counter
@@ -201,14 +204,24 @@ PHONE_FORMATS = [  # format, file, FlatBuffers identifier, module it needs, max 
 
 @pytest.fixture(scope="module")
 def phone_export(trained, tmp_path_factory):
-    """Each phone format exported once per module: (path, logits, metrics) by format."""
-    done = {}
+    """Each phone format exported once per module: (path, logits, metrics) by format; what the converters printed
+    to stdout or logged meanwhile is in ``export.printed[fmt]``."""
+    done, printed = {}, {}
 
     def export(fmt):
         if fmt not in done:
-            done[fmt] = _export(fmt, trained, tmp_path_factory.mktemp(fmt))
+            logged, out = logging.Handler(), io.StringIO()
+            logged.emit = lambda record: out.write(record.getMessage() + "\n")
+            logging.getLogger().addHandler(logged)
+            try:
+                with contextlib.redirect_stdout(out):
+                    done[fmt] = _export(fmt, trained, tmp_path_factory.mktemp(fmt))
+            finally:
+                logging.getLogger().removeHandler(logged)
+            printed[fmt] = out.getvalue()
         return done[fmt]
 
+    export.printed = printed
     return export
 
 
@@ -219,6 +232,8 @@ def test_phone_formats_run_in_their_own_runtime_and_agree(trained, phone_export,
                                                           min_agreement):
     path, logits, m = phone_export(fmt)
     assert path.name == name and path.read_bytes()[4:8] == ident
+    chatter = phone_export.printed[fmt]  # edgekd's export bar shows progress; a converter's step log is noise
+    assert "[START]" not in chatter and "training mode" not in chatter, chatter
     *_, images, labels, ref, _ = trained
     assert logits.shape == ref.shape  # the whole held-out split in batches: any batch size runs
     if max_diff is None:  # int8: the cost is real (logits moved) and measured, and small
