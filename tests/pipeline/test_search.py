@@ -16,7 +16,7 @@ from edgekd.latency_models.measured import MeasuredLatency
 from edgekd.pipeline.reward import Reward
 from edgekd.pipeline.search.objective import KD_ALPHAS, KD_TAUS, eval_key, search
 from edgekd.pipeline.search.records import pareto_front
-from edgekd.pipeline.search.storage import open_storage, storage_url
+from edgekd.pipeline.search.storage import open_storage, open_study, storage_url
 from edgekd.spaces import RestrictedSpace, make_space
 
 
@@ -224,3 +224,15 @@ def test_a_study_refuses_a_worker_with_other_settings(setup):
         search(_with(cfg, reward_training="ce"), space, proxy, latency, reward, out)
     with pytest.raises(ConfigError, match="need one target"):  # e.g. one derived from its own teacher timing
         search(cfg, space, proxy, latency, Reward(reward.target * 1.01, reward.metric), out)
+
+
+def test_opening_the_run_s_own_study_fails_a_running_trial_whose_worker_never_named_itself(setup):
+    cfg, _, _, _, reward, out = setup
+    stale = open_study(cfg, out, reward).ask()  # created; its process stopped before the objective named it
+    # a --jobs worker may not fail it: it could be a sibling's trial a moment before the sibling names itself
+    assert open_study(cfg, out, reward, worker=1).get_trials(states=(TrialState.RUNNING,))
+    # the run's own opening, before any worker starts, knows it is dead: failed and queued again at once (it used to
+    # count as a trial in hand for two minutes, so a search resumed meanwhile stopped one trial short)
+    trials = open_study(cfg, out, reward).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].number == stale.number

@@ -127,6 +127,10 @@ def open_study(cfg: RunConfig, out_dir: Path, reward: Reward, worker: int = 0) -
         hint = (" (the workers of one study need one target: give them the same --target-ms or --target-mmacs)"
                 if saved.get("reward") != settings["reward"] else "")
         raise ConfigError(f"study {name!r} was made with other settings ({diffs}){hint}")
+    if worker == 0 and s.storage is None:
+        # the run's own study, opened before any of its workers starts: every RUNNING trial is a dead one, even one
+        # whose worker was stopped before it could name itself (else counted as in hand for ORPHAN_AGE_S)
+        recover_dead_local_trials(study, unowned_age_s=0.0)
     study.sampler = TrialSeededSampler(lambda seed: make_strategy(s.strategy, seed, s.proxy.epochs).sampler,
                                        cfg.seed + 7919 * worker)
     return study
@@ -136,24 +140,25 @@ def worker_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _orphaned(t: FrozenTrial, host: str) -> bool:
+def _orphaned(t: FrozenTrial, host: str, unowned_age_s: float) -> bool:
     """Whether RUNNING trial ``t`` has no living owner: its process on this host is dead, or it has no owner at
-    all (its process died between creating it and its first instant, before any heartbeat) and is older than the
-    heartbeat's grace period."""
+    all (its process died between creating it and its first instant, before any heartbeat) and is older than
+    ``unowned_age_s``."""
     owner = t.user_attrs.get("worker")
     if owner is None:
         started = t.datetime_start
-        return started is not None and (datetime.now() - started).total_seconds() > ORPHAN_AGE_S
+        return started is not None and (datetime.now() - started).total_seconds() >= unowned_age_s
     owner_host, _, pid = owner.rpartition(":")
     return owner_host == host and not alive(int(pid))
 
 
-def recover_dead_local_trials(study: optuna.Study) -> int:
+def recover_dead_local_trials(study: optuna.Study, unowned_age_s: float = ORPHAN_AGE_S) -> int:
     """Fail and requeue the RUNNING trials of dead processes on this host (without waiting for the heartbeat's
-    grace period, which covers other machines) and those that never had an owner; returns how many."""
+    grace period, which covers other machines) and those that never had an owner (once ``unowned_age_s`` old: a
+    live worker names itself moments after creating its trial); returns how many."""
     host, retried = socket.gethostname(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _orphaned(t, host):
+        if not _orphaned(t, host, unowned_age_s):
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
