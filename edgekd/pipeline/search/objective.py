@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,11 +158,6 @@ class TrialObjective:
         return max(found, key=lambda f: len(f[1]), default=None)
 
 
-def _not_an_interrupt(record: logging.LogRecord) -> bool:
-    """Ctrl-C is reported once, by the command; Optuna would log the interrupted trial with its traceback."""
-    return not (record.exc_info and record.exc_info[0] is KeyboardInterrupt)
-
-
 def run_trials(study: optuna.Study, objective: TrialObjective, trials: int,
                on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Run trials in this process until the study has ``trials`` finished (complete or pruned) ones.
@@ -171,9 +165,6 @@ def run_trials(study: optuna.Study, objective: TrialObjective, trials: int,
     A worker stops once finished and running trials (its own and other workers') reach ``trials``, so several
     workers do not overshoot. After each trial, the trials of dead worker processes on this host are failed and
     queued again (and then run by whichever worker goes on)."""
-    optuna_trials = logging.getLogger("optuna.study._optimize")  # where Optuna logs a trial's failure
-    if _not_an_interrupt not in optuna_trials.filters:
-        optuna_trials.addFilter(_not_an_interrupt)
     recover_dead_local_trials(study)
     if len(study.get_trials(deepcopy=False, states=IN_HAND)) >= trials:
         return

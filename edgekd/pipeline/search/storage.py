@@ -27,6 +27,9 @@ from edgekd.strategies import TrialSeededSampler, make_strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").propagate = False
+# Ctrl-C is reported once, by the command; Optuna would also log the interrupted trial as failed, with a traceback
+logging.getLogger("optuna.study._optimize").addFilter(
+    lambda record: not (record.exc_info and record.exc_info[0] is KeyboardInterrupt))
 
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
