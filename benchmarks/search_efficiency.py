@@ -15,14 +15,14 @@ The spread over search seeds is printed too: each search's own trials to reach t
 Bar on `--table digits`: rl, evolution and bohb reach random search's 100-trial mean best reward in at most 50
 trials, and bohb spends at most half the epochs of full-budget random search for that reward; on `--table
 glyphs` (the harder task, benchmarks/search_table.py --table glyphs): at most 35 trials and 0.35 of the
-epochs. Ends with one line of JSON: {"trials_to_random100": {"rl", "evolution", "bohb", "nsga2"},
+epochs. Ends with one line of JSON: {"trials_to_random100": {"rl", "evolution", "bohb", "nsga2", "gp"},
 "bohb_epoch_ratio", "seeds", "table", "what_if_seeds", "per_seed_trials_median_iqr"}.
 --what-if-seeds K searches a what-if table instead of the measured one: each row's training noise rescaled as if
 it were the mean of K training seeds (0: none), around the main effects of its choices; it asks whether
 training the table with more seeds could change the outcome, and its figures are not measurements.
 
     python benchmarks/search_efficiency.py [--table digits|glyphs] [--trials 100] [--seeds 100] [--jobs 2]
-        [--what-if-seeds K]
+        [--what-if-seeds K] [--strategies A,B]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import optuna
 from arguments import non_negative_int, positive_int
 from search_table import TABLE_OF, Table
 
-STRATEGIES = ("random", "evolution", "rl", "bohb", "nsga2")
+STRATEGIES = ("random", "evolution", "rl", "bohb", "nsga2", "gp")
 CHECKPOINTS = (10, 25, 50, 75, 100)
 
 
@@ -143,6 +143,15 @@ def seed_spread(curves: list[np.ndarray], level: float, trials: int) -> tuple[fl
             sum(r is not None for r in reached) / len(reached))
 
 
+def strategy_list(text: str) -> tuple[str, ...]:
+    """Comma-separated names of STRATEGIES."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"takes some of {','.join(STRATEGIES)}, got {text!r}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", choices=sorted(TABLE_OF), default="digits", help="the task's table")
@@ -155,6 +164,9 @@ def main() -> None:
     parser.add_argument("--target-quantile", type=float, default=0.5,
                         help="the latency target T as a quantile of the table's latencies")
     parser.add_argument("--jobs", type=positive_int, default=1, help="processes the searches are spread over")
+    parser.add_argument("--strategies", type=strategy_list, default=STRATEGIES, metavar="A,B",
+                        help=f"the strategies to run [default: {','.join(STRATEGIES)}]; bohb's epoch ratio needs "
+                             "random and bohb")
     parser.add_argument("--what-if-seeds", type=non_negative_int, metavar="K",
                         help="search a what-if table instead: as if every row were the mean of K training seeds "
                              "(0: no training noise), its training noise rescaled around the choices' main effects")
@@ -178,7 +190,7 @@ def main() -> None:
           f"median {statistics.median(rewards):.4f}")
 
     curves, epochs, per_seed = {}, {}, {}
-    for strategy in STRATEGIES:
+    for strategy in args.strategies:
         start = time.perf_counter()
         search = functools.partial(run, chosen, strategy, trials=args.trials, rows=rows, reward=reward)
         # each process's torch (rl's policy) gets its share of the cores, not all of them
@@ -190,29 +202,33 @@ def main() -> None:
         print(f"  {strategy}: {args.seeds} searches in {time.perf_counter() - start:.1f} s")
 
     level = expected_random_best(rewards, 100)
-    reach = {s: first_reaching(curves[s], level) for s in STRATEGIES}
+    reach = {s: first_reaching(curves[s], level) for s in args.strategies}
+    last = min(100, args.trials) - 1
+    ran = f" (its {args.seeds} runs here: {curves['random'][last]:.5f})" if "random" in curves else ""
     print(f"\nmean best reward over {args.seeds} seeds after N trials; random search's expected best after 100 "
-          f"trials: {level:.5f} (its {args.seeds} runs here: {curves['random'][min(100, args.trials) - 1]:.5f})")
+          f"trials: {level:.5f}{ran}")
     marks = [c for c in CHECKPOINTS if c <= args.trials]
     print(f"{'strategy':10}" + "".join(f"{f'N={c}':>10}" for c in marks) + f"{'to reach':>10}{'epochs':>10}")
     print(f"{'E[random]':10}" + "".join(f"{expected_random_best(rewards, c):10.5f}" for c in marks))
-    for s in STRATEGIES:
+    for s in args.strategies:
         spent = epochs[s][reach[s] - 1] if reach[s] else float("nan")
         print(f"{s:10}" + "".join(f"{curves[s][c - 1]:10.5f}" for c in marks)
               + f"{reach[s] if reach[s] else '-':>10}{spent:10.1f}")
-    spread = {s: seed_spread(per_seed[s], level, args.trials) for s in STRATEGIES}
+    spread = {s: seed_spread(per_seed[s], level, args.trials) for s in args.strategies}
     print(f"\nthe spread over the {args.seeds} search seeds: each search's own trials to reach that reward")
     for s, (median, low, high, reached) in spread.items():
         print(f"{s:10} median {median:5.0f}  25-75%: {low:.0f}-{high:.0f}  reached in {args.trials} trials: "
               f"{reached:.0%}")
-    full_budget_random = epochs["random"][min(100, args.trials) - 1]  # what random spends for that reward
-    ratio = epochs["bohb"][reach["bohb"] - 1] / full_budget_random if reach["bohb"] else None
-    print(f"\nbohb epochs / random (full-budget) epochs to reach random's 100-trial best: "
-          f"{'not reached' if ratio is None else f'{ratio:.3f}'}")
-    print(json.dumps({"trials_to_random100": {s: reach[s] for s in ("rl", "evolution", "bohb", "nsga2")},
+    ratio = None
+    if {"random", "bohb"} <= set(args.strategies):
+        full_budget_random = epochs["random"][min(100, args.trials) - 1]  # what random spends for that reward
+        ratio = epochs["bohb"][reach["bohb"] - 1] / full_budget_random if reach["bohb"] else None
+        print(f"\nbohb epochs / random (full-budget) epochs to reach random's 100-trial best: "
+              f"{'not reached' if ratio is None else f'{ratio:.3f}'}")
+    print(json.dumps({"trials_to_random100": {s: reach[s] for s in args.strategies if s != "random"},
                       "bohb_epoch_ratio": ratio, "seeds": args.seeds, "table": args.table,
                       "what_if_seeds": args.what_if_seeds,
-                      "per_seed_trials_median_iqr": {s: [round(v, 1) for v in spread[s][:3]] for s in STRATEGIES}}))
+                      "per_seed_trials_median_iqr": {s: [round(v, 1) for v in f[:3]] for s, f in spread.items()}}))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ CONFIG_OPTIONS: list[Option] = [
      "random-graph families), or a layer-wise space file (.yaml; see README)"),
     ("space_width", "search.space_width", float, "Channel scale of the search space"),
     ("strategy", "search.strategy", str, "Search strategy: random | evolution (regularized) | nsga2 (accuracy/"
-     "latency Pareto front) | rl (AKD's PPO controller) | bohb (AutoKD's TPE + Hyperband)"),
+     "latency Pareto front) | rl (AKD's PPO controller) | bohb (AutoKD's TPE + Hyperband) | gp (Bayesian "
+     "optimisation with a Gaussian process)"),
     ("trials", "search.trials", int, "Finished trials to reach (raise it to extend a search)"),
     ("search_kd", "search.search_kd", bool, "AutoKD: search the KD temperature and weight with the architecture"),
     ("reward_training", "search.reward_training", str, "Proxy training of candidates: kd (AKD's KD-guided "

@@ -34,7 +34,7 @@ StrategyFactory = Callable[[int, int], Strategy]
 """(seed, max_epochs) -> Strategy; max_epochs is the proxy training budget of one candidate."""
 STRATEGIES: Registry[StrategyFactory] = Registry(
     "strategies", "search strategy",
-    tuple(f"edgekd.strategies.{m}" for m in ("random", "evolution", "genetic", "nsga2", "rl", "bohb")))
+    tuple(f"edgekd.strategies.{m}" for m in ("random", "evolution", "genetic", "nsga2", "rl", "bohb", "gp")))
 register_strategy = STRATEGIES.register
 
 

@@ -86,21 +86,24 @@ def test_ctrl_c_loses_no_finished_trial_and_the_same_call_resumes(setup):
     assert again.specs[0] not in first.specs[:2]  # the resumed sampler does not replay earlier draws
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution"])
-def test_a_seeded_search_interrupted_and_resumed_draws_what_an_uninterrupted_one_does(setup, strategy):
+@pytest.mark.parametrize(("strategy", "trials", "stop_at"), [
+    ("random", 4, 2), ("evolution", 4, 2), pytest.param("gp", 7, 6, marks=pytest.mark.slow)])
+def test_a_seeded_search_interrupted_and_resumed_draws_what_an_uninterrupted_one_does(setup, strategy, trials,
+                                                                                        stop_at):
+    # gp: interrupted at its first model-based proposal (after 5 random ones), which the resumed search redraws
     cfg, space, proxy, latency, reward, out = setup
-    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"trials": 4, "strategy": strategy})})
+    cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"trials": trials, "strategy": strategy})})
     straight = CountingEvaluator(proxy)
     search(cfg, space, straight, latency, reward, out.with_name("straight"))
     with pytest.raises(KeyboardInterrupt):
-        search(cfg, space, CountingEvaluator(proxy, stop_at=2), latency, reward, out)
+        search(cfg, space, CountingEvaluator(proxy, stop_at=stop_at), latency, reward, out)
     search(cfg, space, CountingEvaluator(proxy), latency, reward, out)
 
     def complete(where):
         study = optuna.load_study(study_name="tiny", storage=storage_url(where))
         return [t.params for t in study.get_trials() if t.state == TrialState.COMPLETE]
 
-    assert complete(out) == complete(out.with_name("straight")) and len(complete(out)) == 4
+    assert complete(out) == complete(out.with_name("straight")) and len(complete(out)) == trials
 
 
 def test_a_killed_worker_s_running_trial_is_failed_and_retried(setup):

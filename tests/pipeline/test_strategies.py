@@ -58,6 +58,13 @@ def test_evolutionary_strategies_beat_random_search_at_the_same_budget(strategy)
     assert evo > rnd + 0.5
 
 
+def test_gp_beats_random_search_within_a_few_tens_of_trials():
+    # a model of the decisions' effects pays off early: at 30 trials, where evolution has barely started
+    gp = np.mean([_best_after("gp", seed, 30)[-1] for seed in range(3)])
+    rnd = np.mean([_best_after("random", seed, 30)[-1] for seed in range(3)])
+    assert gp > rnd + 1
+
+
 def test_genetic_children_come_from_the_top_parents():
     trials = _study("genetic", 0, 40).trials
     for child in trials[20:]:
