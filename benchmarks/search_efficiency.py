@@ -221,7 +221,7 @@ def main() -> None:
               f"{reached:.0%}")
     ratio = None
     if {"random", "bohb"} <= set(args.strategies):
-        full_budget_random = epochs["random"][min(100, args.trials) - 1]  # what random spends for that reward
+        full_budget_random = epochs["random"][last]  # what random spends for that reward
         ratio = epochs["bohb"][reach["bohb"] - 1] / full_budget_random if reach["bohb"] else None
         print(f"\nbohb epochs / random (full-budget) epochs to reach random's 100-trial best: "
               f"{'not reached' if ratio is None else f'{ratio:.3f}'}")
