@@ -3,8 +3,9 @@ and expensive.
 
 After ``STARTUP`` random candidates, a Gaussian process fitted to every complete trial's reward (a length scale
 per decision, its hyperparameters fitted by marginal likelihood at every trial) proposes the candidate of
-highest expected improvement. Not from one of the five papers: a model-based baseline for their strategies,
-which on the tabular benchmarks reaches a given reward in fewer trials than they do (README, Benchmarks).
+highest expected improvement. Not from one of the five papers: a model-based baseline for their strategies.
+On both tabular benchmarks its mean best reward reached random search's 100-trial one in fewer trials than
+theirs did (README, Benchmarks: 34 against 48-65 on glyphs, 42 against 45-52 on digits).
 """
 
 from __future__ import annotations
