@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -28,6 +29,20 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"takes a number above 0, got {text}")
     return value
+
+
+def names_of(known: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """An argument type: comma-separated names, each one of ``known``."""
+
+    def names(text: str) -> tuple[str, ...]:
+        chosen = tuple(n.strip() for n in text.split(",") if n.strip())
+        if unknown := [n for n in chosen if n not in known]:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}: choose from {', '.join(known)}")
+        if not chosen:
+            raise argparse.ArgumentTypeError(f"takes some of {', '.join(known)}")
+        return chosen
+
+    return names
 
 
 def teacher_folder(text: str) -> Path:

@@ -38,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from arguments import names_of
 
 SPACE = ("mnas", 16, 1, 10, 0.25)
 SEEDS = {"heldout": 1000, "transfer": 2}
@@ -129,12 +130,10 @@ def main() -> None:
     parser.add_argument("--convert-cache", type=Path, help="LiteRT conversions (default: a fresh temporary folder)")
     parser.add_argument("--convert-only", action="store_true", help="make the LiteRT conversions and stop")
     parser.add_argument("--save", type=Path, help="write every measurement here, {device: {arch id: ms}}")
-    parser.add_argument("--targets", default=",".join(TARGETS),
+    parser.add_argument("--targets", type=names_of(TARGETS), default=TARGETS,
                         help=f"the devices to transfer to, of {', '.join(TARGETS)} (comma-separated)")
     args = parser.parse_args()
-    targets = args.targets.split(",")
-    if unknown := set(targets) - set(TARGETS):
-        parser.error(f"unknown --targets {', '.join(sorted(unknown))}: choose from {', '.join(TARGETS)}")
+    targets = args.targets
     root = Path(tempfile.mkdtemp(prefix="edgekd-transfer-"))
     os.environ.setdefault("EDGEKD_CACHE", str(root / "cache"))
 

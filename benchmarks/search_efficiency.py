@@ -36,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import optuna
-from arguments import non_negative_int, positive_int
+from arguments import names_of, non_negative_int, positive_int
 from search_table import TABLE_OF, Table
 
 STRATEGIES = ("random", "evolution", "rl", "bohb", "nsga2", "gp")
@@ -143,15 +143,6 @@ def seed_spread(curves: list[np.ndarray], level: float, trials: int) -> tuple[fl
             sum(r is not None for r in reached) / len(reached))
 
 
-def strategy_list(text: str) -> tuple[str, ...]:
-    """Comma-separated names of STRATEGIES."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"takes some of {','.join(STRATEGIES)}, got {text!r}")
-    return names
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", choices=sorted(TABLE_OF), default="digits", help="the task's table")
@@ -164,7 +155,7 @@ def main() -> None:
     parser.add_argument("--target-quantile", type=float, default=0.5,
                         help="the latency target T as a quantile of the table's latencies")
     parser.add_argument("--jobs", type=positive_int, default=1, help="processes the searches are spread over")
-    parser.add_argument("--strategies", type=strategy_list, default=STRATEGIES, metavar="A,B",
+    parser.add_argument("--strategies", type=names_of(STRATEGIES), default=STRATEGIES, metavar="A,B",
                         help=f"the strategies to run [default: {','.join(STRATEGIES)}]; bohb's epoch ratio needs "
                              "random and bohb")
     parser.add_argument("--what-if-seeds", type=non_negative_int, metavar="K",
