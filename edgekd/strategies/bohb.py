@@ -34,4 +34,4 @@ def bohb(seed: int, max_epochs: int) -> Strategy:
                                          seed=seed)
     pruner = optuna.pruners.HyperbandPruner(
         min_resource=min_epochs(max_epochs), max_resource=max(max_epochs, 1), reduction_factor=ETA)
-    return Strategy(DistinctSampler(sampler), pruner)
+    return Strategy(DistinctSampler(sampler, seed), pruner)

@@ -77,4 +77,4 @@ class RegularizedEvolutionSampler(EvolutionarySampler):
 
 @register_strategy("evolution")
 def evolution(seed: int, max_epochs: int) -> Strategy:
-    return Strategy(DistinctSampler(RegularizedEvolutionSampler(seed=seed)))
+    return Strategy(DistinctSampler(RegularizedEvolutionSampler(seed=seed), seed))

@@ -44,4 +44,4 @@ class GeneticSampler(EvolutionarySampler):
 
 @register_strategy("genetic")
 def genetic(seed: int, max_epochs: int) -> Strategy:
-    return Strategy(DistinctSampler(GeneticSampler(seed=seed)))
+    return Strategy(DistinctSampler(GeneticSampler(seed=seed), seed))

@@ -21,4 +21,4 @@ STARTUP = 5
 
 @register_strategy("gp")
 def gp(seed: int, max_epochs: int) -> Strategy:
-    return Strategy(DistinctSampler(optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP)))
+    return Strategy(DistinctSampler(optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP), seed))

@@ -13,4 +13,4 @@ POPULATION = 10
 @register_strategy("nsga2")
 def nsga2(seed: int, max_epochs: int) -> Strategy:
     sampler = optuna.samplers.NSGAIISampler(population_size=POPULATION, seed=seed)
-    return Strategy(DistinctSampler(sampler), directions=("maximize", "minimize"))
+    return Strategy(DistinctSampler(sampler, seed), directions=("maximize", "minimize"))

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor, nn
 
 from edgekd.strategies import Strategy, register_strategy
-from edgekd.strategies.distinct import DistinctSampler
+from edgekd.strategies.distinct import DRAWN_KEY, DistinctSampler
 
 HIDDEN, LR, BATCH, PPO_EPOCHS = 32, 0.02, 5, 4
 CLIP, ENTROPY_WEIGHT, BASELINE_DECAY = 0.2, 0.05, 0.8
@@ -76,6 +76,11 @@ def _pack(obj: Any) -> str:
 
 def _unpack(text: str) -> Any:
     return torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
+
+
+def _sampled(trial: FrozenTrial) -> bool:
+    """Whether the policy sampled ``trial``'s candidate (PPO learns from its own samples only)."""
+    return LOGP_KEY in trial.system_attrs and DRAWN_KEY not in trial.system_attrs
 
 
 class PPOControllerSampler(optuna.samplers.BaseSampler):
@@ -136,13 +141,13 @@ class PPOControllerSampler(optuna.samplers.BaseSampler):
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None
                     ) -> None:
-        if self._policy is None or state != TrialState.COMPLETE or LOGP_KEY not in trial.system_attrs:
+        if self._policy is None or state != TrialState.COMPLETE or not _sampled(trial):
             return
         space = {n: trial.distributions[n] for n in self._names}
         self._sync(study, space)
         # This trial is not yet COMPLETE in the storage when after_trial runs.
         done = [(t, t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if LOGP_KEY in t.system_attrs and t.number not in self._used and t.number != trial.number]
+                if _sampled(t) and t.number not in self._used and t.number != trial.number]
         batch = [*done, (trial, values[0])]
         if len(batch) < self.batch:
             return
@@ -172,4 +177,4 @@ class PPOControllerSampler(optuna.samplers.BaseSampler):
 
 @register_strategy("rl")
 def rl(seed: int, max_epochs: int) -> Strategy:
-    return Strategy(DistinctSampler(PPOControllerSampler(seed=seed)))
+    return Strategy(DistinctSampler(PPOControllerSampler(seed=seed), seed))

@@ -7,8 +7,8 @@ import torch
 
 from edgekd.core.errors import ConfigError
 from edgekd.strategies import make_strategy
-from edgekd.strategies.distinct import DistinctSampler
-from edgekd.strategies.rl import STATE_KEY, PPOControllerSampler, ppo_loss
+from edgekd.strategies.distinct import DRAWN_KEY, DistinctSampler
+from edgekd.strategies.rl import STATE_KEY, PPOControllerSampler, _sampled, ppo_loss
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -174,3 +174,47 @@ def test_a_resumed_rl_search_continues_the_saved_policy(tmp_path):
     continued = np.mean([t.value for t in resumed.trials[-20:]])
     restarted = np.mean([t.value for t in fresh.trials[-20:]])
     assert continued > restarted + 1
+
+
+class _Stubborn(optuna.samplers.BaseSampler):
+    """Proposes the same candidate every time: what a policy or a model that has settled does."""
+
+    def infer_relative_search_space(self, study, trial):
+        return optuna.search_space.IntersectionSearchSpace().calculate(study)
+
+    def sample_relative(self, study, trial, search_space):
+        return {name: d.choices[0] for name, d in search_space.items()}
+
+    def sample_independent(self, study, trial, name, distribution):
+        return distribution.choices[0]
+
+
+def _small(trial: optuna.Trial) -> float:
+    return float(sum(trial.suggest_categorical(n, (0, 1)) for n in ("a", "b", "c")))
+
+
+def test_a_settled_sampler_gets_unheld_candidates_until_the_space_is_exhausted():
+    study = optuna.create_study(sampler=DistinctSampler(_Stubborn(), seed=0))
+    study.optimize(_small, n_trials=10)
+    candidates = [tuple(t.params.values()) for t in study.trials]
+    assert len(set(candidates[:8])) == 8  # all 2 x 2 x 2, none repeated
+    assert len(set(candidates)) == 8  # then the space is exhausted: repeats are kept
+    drawn = [DRAWN_KEY in t.system_attrs for t in study.trials]
+    assert not drawn[0] and all(drawn[1:8])  # the first, before any was held, is the sampler's own
+
+
+@pytest.mark.parametrize("strategy", ["gp", "rl", "evolution"])
+def test_no_strategy_repeats_a_candidate_before_the_space_is_exhausted(strategy):
+    s = make_strategy(strategy, 0, max_epochs=1)
+    study = optuna.create_study(sampler=s.sampler)
+    study.optimize(_small, n_trials=8)
+    assert len({tuple(t.params.values()) for t in study.trials}) == 8
+
+
+def test_rl_learns_only_from_the_candidates_its_policy_sampled():
+    s = make_strategy("rl", 0, max_epochs=1)
+    study = optuna.create_study(sampler=s.sampler)
+    study.optimize(_small, n_trials=8)
+    own = [t for t in study.trials if _sampled(t)]
+    assert 0 < len(own) < 8
+    assert set(study.user_attrs[STATE_KEY]["used"]) <= {t.number for t in own}
