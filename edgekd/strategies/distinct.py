@@ -55,11 +55,11 @@ class DistinctSampler(optuna.samplers.BaseSampler):
         study, names = whole_study(study), sorted(search_space)
         seen = {tuple(t.params[n] for n in names) for t in study.get_trials(deepcopy=False, states=SEEN)
                 if t.number != trial.number and set(names) <= set(t.params)}
+        if not (names and seen):
+            return self.base.sample_relative(study, trial, search_space)
         proposal: dict[str, Any] = {}
         for _ in range(self.attempts):
             proposal = self.base.sample_relative(study, trial, search_space)
-            if not (names and seen):
-                return proposal
             if not proposal:  # the base would draw each decision at random (its start-up): draw an unheld one
                 break
             if set(proposal) != set(names) or tuple(proposal[n] for n in names) not in seen:
