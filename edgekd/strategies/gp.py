@@ -4,8 +4,8 @@ and expensive.
 After ``STARTUP`` random candidates, a Gaussian process fitted to every complete trial's reward (a length scale
 per decision, its hyperparameters fitted by marginal likelihood at every trial) proposes the candidate of
 highest expected improvement. Not from one of the five papers: a model-based baseline for their strategies.
-On both tabular benchmarks its mean best reward reached random search's 100-trial one in fewer trials than
-theirs did (README, Benchmarks: 34 against 48-65 on glyphs, 42 against 45-52 on digits).
+On the glyphs tabular benchmark its mean best reward reached random search's 100-trial one in fewer trials than
+theirs did (README, Benchmarks: 34 against 46-53); on digits in about as many (48 against 45-53).
 """
 
 from __future__ import annotations
