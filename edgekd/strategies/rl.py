@@ -78,7 +78,7 @@ def _unpack(text: str) -> Any:
     return torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
 
 
-def _sampled(trial: FrozenTrial) -> bool:
+def policy_sampled(trial: FrozenTrial) -> bool:
     """Whether the policy sampled ``trial``'s candidate (PPO learns from its own samples only)."""
     return LOGP_KEY in trial.system_attrs and DRAWN_KEY not in trial.system_attrs
 
@@ -141,13 +141,13 @@ class PPOControllerSampler(optuna.samplers.BaseSampler):
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None
                     ) -> None:
-        if self._policy is None or state != TrialState.COMPLETE or not _sampled(trial):
+        if self._policy is None or state != TrialState.COMPLETE or not policy_sampled(trial):
             return
         space = {n: trial.distributions[n] for n in self._names}
         self._sync(study, space)
         # This trial is not yet COMPLETE in the storage when after_trial runs.
         done = [(t, t.value) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if _sampled(t) and t.number not in self._used and t.number != trial.number]
+                if policy_sampled(t) and t.number not in self._used and t.number != trial.number]
         batch = [*done, (trial, values[0])]
         if len(batch) < self.batch:
             return

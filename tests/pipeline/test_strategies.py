@@ -8,7 +8,7 @@ import torch
 from edgekd.core.errors import ConfigError
 from edgekd.strategies import make_strategy
 from edgekd.strategies.distinct import DRAWN_KEY, DistinctSampler
-from edgekd.strategies.rl import STATE_KEY, PPOControllerSampler, _sampled, ppo_loss
+from edgekd.strategies.rl import STATE_KEY, PPOControllerSampler, policy_sampled, ppo_loss
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -215,6 +215,6 @@ def test_rl_learns_only_from_the_candidates_its_policy_sampled():
     s = make_strategy("rl", 0, max_epochs=1)
     study = optuna.create_study(sampler=s.sampler)
     study.optimize(_small, n_trials=8)
-    own = [t for t in study.trials if _sampled(t)]
+    own = [t for t in study.trials if policy_sampled(t)]
     assert 0 < len(own) < 8
     assert set(study.user_attrs[STATE_KEY]["used"]) <= {t.number for t in own}
