@@ -8,7 +8,8 @@ runtime (±3% or 10 s per model):
   litert    LiteRT fp32 with XNNPACK, one thread, in this process (each conversion takes 10-20 s here, so they
             are cached in --convert-cache; --convert-only makes them and stops, as they need no quiet machine)
 Architectures: the quick-start space (mnas, 16x16 digits, width 0.25); --heldout random ones, the same on every
-device.
+device. A device's architectures (to fit and held out) are timed in one shuffled order: this host's timings drift
+by 10-20% over minutes, which would otherwise shift the ones measured first against the ones measured later.
 
 1. Table: on ort-1t, the position-aware `table` fitted on --table-budget architectures chosen by `spread_archs`
    (what `edgekd profile --budget` measures), scored on the held-out ones; beside it `lut` on the same data.
@@ -16,8 +17,8 @@ device.
    device's measurements, chosen by `spread_archs`, scored on the held-out ones measured there. Baselines from
    the same run: `lut` and `table` fitted on those measurements alone, ort-1t's table merely rescaled (a x
    table + b), and the transfer from as many random architectures instead of spread ones.
-3. Ceiling: --ceiling of the held-out architectures measured a second time on every device; how well the two
-   agree is the most any predictor can reach there.
+3. Ceiling: --ceiling of the held-out architectures measured a second time on every device, at the end of the
+   run; how well the two agree (drift over the run included) is the most any predictor can reach there.
 Bar: on every device whose measurements agree with themselves (>= 90% within ±10%), the transfer has >= 90%
 within ±10% and Kendall >= 0.85 from <= 30 measurements; the table >= 99% within ±10% from <= 300.
 Ends with one line of JSON: {"transfer_within10", "transfer_kendall" (the worst such device's),
@@ -109,6 +110,16 @@ def ort_device(name: str, cache: Path, **fields):
     return measure
 
 
+def shuffled(measure, groups: list[list]) -> list[np.ndarray]:
+    """``measure`` of every group's architectures, all timed in one shuffled order and returned per group, so
+    that a device drifting during the run blurs every group alike rather than shifting one against another."""
+    specs = [s for group in groups for s in group]
+    order = np.random.default_rng(0).permutation(len(specs))
+    ms = np.empty(len(specs))
+    ms[order] = measure([specs[i] for i in order])
+    return np.split(ms, np.cumsum([len(g) for g in groups])[:-1])
+
+
 def score(predicted: np.ndarray, measured: np.ndarray) -> dict:
     from edgekd.pipeline.profile import accuracy_report
 
@@ -161,14 +172,14 @@ def main() -> None:
     cache = latency_cache()
     source = ort_device("ort-1t", cache, threads=1)
     table_specs = spread_archs(space, args.table_budget, 0)
-    table_ms, heldout_ms = source(table_specs), source(heldout)
+    table_ms, heldout_ms = shuffled(source, [table_specs, heldout])
     saved = {"ort-1t": {s.id: float(ms) for s, ms in zip(table_specs + heldout, [*table_ms, *heldout_ms],
                                                            strict=True)}}
     pairs = list(zip(table_specs, table_ms, strict=True))
     table = fit_predictor("table", pairs, {"device": "ort-1t"})
     table_row = {kind: score(p.predict_many(heldout), heldout_ms)
                  for kind, p in (("table", table), ("lut", fit_predictor("lut", pairs)))}
-    ceiling = {"ort-1t": score(source.again(heldout[:args.ceiling]), heldout_ms[:args.ceiling])}
+    remeasure = {"ort-1t": (source.again, heldout_ms)}
     print(f"\nort-1t, {len(pairs)} spread architectures to fit, {len(heldout)} random held out:")
     for kind, r in table_row.items():
         print(f"  {kind:<6} within ±10% {r['within10']:.1%}  Kendall {r['kendall']:.3f}  MAPE {r['mape']:.1%}")
@@ -179,8 +190,8 @@ def main() -> None:
     rows = {}
     for name in targets:
         measure = devices[name]()
-        truth = measure(heldout)
-        fitted = {how: list(zip(specs, measure(specs), strict=True)) for how, specs in few.items()}
+        truth, *few_ms = shuffled(measure, [heldout, *few.values()])
+        fitted = {how: list(zip(specs, ms, strict=True)) for (how, specs), ms in zip(few.items(), few_ms, strict=True)}
         saved[name] = {s.id: float(ms) for s, ms in [*zip(heldout, truth, strict=True), *fitted["spread"],
                                                      *fitted["random"]]}
         predictions = {
@@ -191,7 +202,10 @@ def main() -> None:
             "table_alone": fit_predictor("table", fitted["spread"]).predict_many(heldout)}
         rows[name] = {k: score(v, truth) for k, v in predictions.items()}
         rows[name]["vs_ort_1t"] = round(float(np.median(truth / heldout_ms)), 3)
-        ceiling[name] = score(measure.again(heldout[:args.ceiling]), truth[:args.ceiling])
+        remeasure[name] = (measure.again, truth)
+    # measured again at the end, so that the ceiling shows how far the device drifted over the whole run
+    ceiling = {name: score(again(heldout[:args.ceiling]), first[:args.ceiling])
+               for name, (again, first) in remeasure.items()}
     print(f"\ntransfer from ort-1t's table with {args.transfer_budget} measurements of each device, "
           f"{len(heldout)} held out (within ±10% / Kendall):")
     print(f"{'device':<10}{'x ort-1t':>9}" + "".join(f"{k:>22}" for k in rows[targets[0]] if k != "vs_ort_1t"))

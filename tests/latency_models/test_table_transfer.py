@@ -8,7 +8,7 @@ import pytest
 
 from edgekd.core.errors import ConfigError
 from edgekd.latency_models.features import operators, padded_op_mmacs
-from edgekd.latency_models.predictors import fit_predictor, load_predictor
+from edgekd.latency_models.predictors import Predictor, fit_predictor, load_predictor
 from edgekd.latency_models.table import cell_costs, cells
 from edgekd.latency_models.transfer import fit_transfer
 from edgekd.pipeline.profile import sample_archs, spread_archs
@@ -62,6 +62,31 @@ def test_the_table_follows_work_done_in_vector_widths_of_channels(space):
     pairs = [(s, simd_ms(s)) for s in train]
     assert _mape(fit_predictor("table", pairs), heldout, simd_ms) < 0.005 < _mape(fit_predictor("lut", pairs), heldout,
                                                                                      simd_ms)
+
+
+def test_the_table_is_calibrated_where_small_networks_cost_more_than_their_parts(space, tmp_path):
+    """A CPU whose latency is a convex curve of its operators' sum (as measured on three CPUs, the smallest
+    networks cost more than a straight line of the sum gives, middling ones less). The calibration of the summed
+    table follows the curve."""
+
+    def curved_ms(spec):
+        total = _operator_ms(spec)
+        return total + 2 * total ** 2
+
+    train, heldout = sample_archs(space, 300, 0), sample_archs(space, 100, 1)
+    table = fit_predictor("table", [(s, curved_ms(s)) for s in train])
+    calibration = table.params["calibration"]
+    assert calibration is not None and calibration["quadratic"][0] > 0
+    summed = Predictor("table", {**table.params, "calibration": None}, table.meta)
+    assert _mape(table, heldout, curved_ms) < 0.6 * _mape(summed, heldout, curved_ms)
+    assert sum(ms for _, ms in cell_costs(table, heldout[0])) == pytest.approx(table.predict(heldout[0]))
+    again = load_predictor(table.save(tmp_path / "table.json"))
+    assert np.array_equal(again.predict_many(heldout), table.predict_many(heldout))
+    faster = sorted(train, key=curved_ms)[:150]  # beyond the sums it was fitted on, it keeps their order
+    partial = fit_predictor("table", [(s, curved_ms(s)) for s in faster])
+    sums = Predictor("table", {**partial.params, "calibration": None}, partial.meta).predict_many(heldout)
+    assert partial.params["calibration"]["range"][1] < sums.max()
+    assert np.all(np.diff(partial.predict_many(heldout)[np.argsort(sums)]) > 0)
 
 
 def test_a_transfer_learns_a_new_device_from_30_measurements_where_a_fit_from_scratch_cannot(space, tmp_path):
