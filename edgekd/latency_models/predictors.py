@@ -42,7 +42,8 @@ from edgekd.latency_models.features import FEATURE_NAMES, features, mparams, tot
 if TYPE_CHECKING:
     from edgekd.spaces import SearchSpace
 
-FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 1
+FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 2
+"""2: a ``table`` may hold a calibration of its sum, which a reader of version 1 would silently leave out."""
 
 
 @dataclass(frozen=True)

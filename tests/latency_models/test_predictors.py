@@ -11,6 +11,7 @@ from edgekd.core.errors import ConfigError
 from edgekd.latency_models import make_latency_model
 from edgekd.latency_models.features import OP_TYPES, features, operators, total_mmacs
 from edgekd.latency_models.predictors import (
+    FILE_VERSION,
     PredictedLatency,
     block_table_archs,
     fit_block_table,
@@ -77,7 +78,8 @@ def test_every_kind_round_trips_through_its_json_file(specs, tmp_path):
         p = fit_predictor(kind, pairs, {"device": "pi", "runtime": "onnxruntime-1.32.0", "space": {"name": "mnas"}})
         path = p.save(tmp_path / f"{kind}.json")
         doc = json.loads(path.read_text())
-        assert doc["format"] == "edgekd-latency-predictor" and doc["version"] == 1 and doc["meta"]["device"] == "pi"
+        assert doc["format"] == "edgekd-latency-predictor" and doc["version"] == FILE_VERSION
+        assert doc["meta"]["device"] == "pi"
         again = load_predictor(path)
         assert np.array_equal(again.predict_many(specs[60:80]), p.predict_many(specs[60:80]))
 
