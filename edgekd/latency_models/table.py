@@ -12,7 +12,7 @@ whatever the sizes), its strength chosen by cross-validation. A cell never measu
 weighed relatively, as latencies are compared by ratio (else the slowest networks decide the fit).
 
 The sum is then calibrated: a CPU's smallest networks cost more than their parts add up to and its middling ones
-less (on two CPUs the additive table's held-out errors ran from -4% for the smallest tenth to +2% in the middle),
+less (on three CPUs the additive table's held-out errors ran from -3% or -4% for the smallest tenth to +2%),
 so a quadratic in the sum, fitted on the cross-validation's out-of-fold predictions, maps it to milliseconds where
 it predicts those better than the sum itself (chosen by cross-validation again); outside the fitted range it
 continues as a straight line.
@@ -141,7 +141,7 @@ def _quadratic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray | None
     return coef if (slope > 0).all() else None
 
 
-def _calibrate(coef: list[float], lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+def _calibrate(coef: np.ndarray | list[float], lo: float, hi: float, x: np.ndarray) -> np.ndarray:
     """``coef``'s quadratic of ``x`` within [lo, hi], continued beyond them as its tangents there."""
     edge = np.clip(x, lo, hi)
     return np.polyval(coef, edge) + np.polyval(np.polyder(coef), edge) * (x - edge)
