@@ -25,7 +25,8 @@ def profile(
         help="A predictor file of another device (from `edgekd profile`): also fit its transfer to this device, "
         "which needs far fewer measurements (e.g. --budget 30)")] = None,
     kind: Annotated[str, typer.Option(
-        help="Predictor to choose: flops | lut | learned | blocks | table | transfer")] = "lut",
+        help="Predictor to name as the one to use: best (the most accurate on the held-out architectures) | "
+        "flops | lut | learned | blocks | table | transfer")] = "best",
     blocks: Annotated[bool, typer.Option(help="Also profile the block table in context (kind blocks)")] = True,
     data: Annotated[str, typer.Option(help="Data whose input shape the architectures take")] = "digits",
     resolution: Annotated[int | None, typer.Option(
@@ -55,5 +56,6 @@ def profile(
                                        f"{ceiling['within10']:.1%}, Kendall {ceiling['kendall']:.3f} "
                                        f"({report['redone_for_drift']} measurements redone for drift)")
     summary(f"{device}: {report['n_heldout']} held-out architectures", rows)
-    console.print(f"saved {report['chosen_file']}; use it with a devices.yaml entry `kind: predictor` and "
-                  f"`file: {report['chosen_file']}`")
+    why = ", the most accurate here" if kind == "best" else ""
+    console.print(f"saved {report['chosen_file']} ({report['chosen']}{why}); use it with a devices.yaml entry "
+                  f"`kind: predictor` and `file: {report['chosen_file']}`")

@@ -41,6 +41,9 @@ from edgekd.latency_models.transfer import fit_transfer
 from edgekd.pipeline.context import latency_cache
 from edgekd.spaces import SearchSpace, make_space
 
+BEST = "best"
+"""``--kind best``: the kind most accurate on the held-out architectures is the one the report names."""
+
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
     """``n`` distinct random architectures of ``space``."""
@@ -179,13 +182,19 @@ def profile_device(
         "redone_for_drift": latency.redone})
 
 
+def most_accurate(rows: dict[str, dict[str, float]]) -> str:
+    """The kind with the most held-out architectures within ±10% (then the highest Kendall tau)."""
+    return max(rows, key=lambda k: (rows[k]["within10"], rows[k]["kendall"]))
+
+
 def save_profile(device: str, fitted: dict[str, Predictor], rows: dict[str, dict[str, float]], kind: str,
                  out_dir: Path, facts: dict[str, Any]) -> dict[str, Any]:
     """Save each fitted kind as DEVICE-KIND.json and the report (``facts`` and the held-out ``rows``) as
-    DEVICE-profile.json; returns the report."""
+    DEVICE-profile.json, the chosen kind being ``kind`` or, for ``best``, the most accurate; returns the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {k: str(p.save(out_dir / f"{device}-{k}.json")) for k, p in fitted.items()}
-    report = {"device": device, **facts, "chosen": kind, "chosen_file": files[kind], "files": files,
+    chosen = most_accurate(rows) if kind == BEST else kind
+    report = {"device": device, **facts, "chosen": chosen, "chosen_file": files[chosen], "files": files,
               "predictors": rows}
     write_json(out_dir / f"{device}-profile.json", report)
     return report
@@ -273,10 +282,10 @@ def profile(device: str, devices_file: Path | None, archs: int, heldout: int, ki
     (inputs shaped like ``data``'s), or on ``budget`` ones spread over it, fit every predictor (and the transfer
     of the ``transfer_from`` predictor file) and write them and their report to ``out``; with ``imported``, fit
     them on that CSV's latencies instead, measuring nothing (``device`` then only names the files)."""
-    if kind not in PREDICTOR_KINDS or (kind == "blocks" and (not blocks or imported)) or (
-            kind == "transfer" and transfer_from is None):
-        raise ConfigError(f"--kind must be one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs --blocks "
-                          "and a device to measure, transfer needs --transfer-from)")
+    if kind != BEST and (kind not in PREDICTOR_KINDS or (kind == "blocks" and (not blocks or imported)) or (
+            kind == "transfer" and transfer_from is None)):
+        raise ConfigError(f"--kind must be {BEST} or one of {', '.join(PREDICTOR_KINDS.names())} (blocks needs "
+                          "--blocks and a device to measure, transfer needs --transfer-from)")
     if budget is not None and imported is not None:
         raise ConfigError("--budget chooses what to measure; with --import nothing is measured")
     try:  # before minutes of measuring: a folder that cannot be made would lose their fit

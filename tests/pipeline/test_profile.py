@@ -56,6 +56,14 @@ def test_profile_command(tmp_path, fast_devices_yaml):
     assert load_predictor(tmp_path / "predictors" / "cpu-learned.json").kind == "learned"
     report = json.loads((tmp_path / "predictors" / "cpu-profile.json").read_text())
     assert report["n_train"] == 12 and "blocks" not in report["predictors"]
+    # by default the report names the kind most accurate on the held-out architectures
+    result = CliRunner().invoke(app, ["profile", "--device", "cpu", "--archs", "12", "--heldout", "4",
+                                      "--data", "synthetic", "--resolution", "8", "--no-blocks"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "predictors" / "cpu-profile.json").read_text())
+    rows, best = report["predictors"], report["chosen"]
+    assert all((rows[best]["within10"], rows[best]["kendall"]) >= (r["within10"], r["kendall"]) for r in rows.values())
+    assert report["chosen_file"].endswith(f"cpu-{best}.json")
     for bad in (["--kind", "magic"], ["--kind", "blocks", "--no-blocks"]):
         assert CliRunner().invoke(app, ["profile", "--device", "cpu", *bad]).exit_code == 2
     for bad in (["--archs", "9"], ["--heldout", "1"]):
