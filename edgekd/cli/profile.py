@@ -42,7 +42,7 @@ def profile(
 ) -> None:
     """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
     from edgekd.core.ui import summary
-    from edgekd.pipeline.profile import profile
+    from edgekd.pipeline.profile import BEST, profile
 
     report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
                      out, imported, budget, transfer_from)
@@ -56,6 +56,6 @@ def profile(
                                        f"{ceiling['within10']:.1%}, Kendall {ceiling['kendall']:.3f} "
                                        f"({report['redone_for_drift']} measurements redone for drift)")
     summary(f"{device}: {report['n_heldout']} held-out architectures", rows)
-    why = ", the most accurate here" if kind == "best" else ""
+    why = ", the most accurate here" if kind == BEST else ""
     console.print(f"saved {report['chosen_file']} ({report['chosen']}{why}); use it with a devices.yaml entry "
                   f"`kind: predictor` and `file: {report['chosen_file']}`")

@@ -195,10 +195,14 @@ def _summed(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
     return prior + np.array([sum(correction.get(k, 0.0) for k in _keys(s)) for s in specs])
 
 
-def _predict(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
-    summed = _summed(p, specs)
+def _calibrated(p: Predictor, summed: np.ndarray) -> np.ndarray:
+    """The table's sums mapped through its calibration."""
     calibration = p.params.get("calibration")  # absent in files from before it, None where it did not help
     return _calibrate(calibration["quadratic"], *calibration["range"], summed) if calibration else summed
+
+
+def _predict(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
+    return _calibrated(p, _summed(p, specs))
 
 
 def cell_costs(p: Predictor, spec: ArchSpec) -> list[tuple[str, float]]:
@@ -213,8 +217,10 @@ def cell_costs(p: Predictor, spec: ArchSpec) -> list[tuple[str, float]]:
     correction = p.params["cells"]
     rows = [(c, per_block[i] + sum(correction.get(k, 0.0) for k in [c, *_coarse(c)]))
             for i, c in enumerate(cells(spec))]
-    ratio = p.predict(spec) / _summed(p, [spec])[0]
-    return [(c, ms * ratio) for c, ms in [*rows, ("other", per_block[-1] + prior[2 * len(types)])]]
+    parts = [*rows, ("other", per_block[-1] + prior[2 * len(types)])]
+    summed = sum(ms for _, ms in parts)
+    ratio = _calibrated(p, np.array([summed]))[0] / summed
+    return [(c, ms * ratio) for c, ms in parts]
 
 
 PREDICTOR_KINDS.add("table", PredictorKind(_predict, fit_table))
