@@ -42,8 +42,9 @@ from edgekd.latency_models.features import FEATURE_NAMES, features, mparams, tot
 if TYPE_CHECKING:
     from edgekd.spaces import SearchSpace
 
-FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 2
-"""2: a ``table`` may hold a calibration of its sum, which a reader of version 1 would silently leave out."""
+FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 3
+"""2: a ``table`` may hold a calibration of its sum, which a reader of version 1 would silently leave out.
+3: a ``transfer`` has terms for unaligned depthwise work, which a reader of version 2 would not compute."""
 
 
 @dataclass(frozen=True)

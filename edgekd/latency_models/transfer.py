@@ -3,12 +3,13 @@
 The shape comes from the device with many measurements: its predictor (any kind, the ``base``) ranks the
 architectures and knows how their costs relate. The new device gives the scale and the few differences:
 ``latency = a x base(arch) + b + sum_t c_t x f_t(arch)``, the f_t being the per-operator features (count, MMACs
-and MMACs with the channels padded as vectorised kernels compute them, per operator type, and the outputs'
-elements; standardised), their coefficients chosen by the lasso (scikit-learn's, strength by leave-one-out
-error), a and b not shrunk. A device differs from another in a few operators (LiteRT's 7x7 depthwise kernels,
-int8's padded channels), and the lasso keeps those few terms and sets the rest to zero: with a handful of
-measurements it is the base merely rescaled, with more it learns the differences. Errors are weighed
-relatively, as latencies are compared by ratio. The file holds its base whole.
+and MMACs with the channels padded as vectorised kernels compute them, per operator type, the outputs' elements,
+and the depthwise work on channels that fill no whole vector; standardised), their coefficients chosen by the
+lasso (scikit-learn's, strength by leave-one-out error), a and b not shrunk. A device differs from another in a
+few operators (LiteRT's 7x7 depthwise kernels, int8's depthwise kernels on channels that are not a multiple of
+16), and the lasso keeps those few terms and sets the rest to zero: with a handful of measurements it is the base
+merely rescaled, with more it learns the differences. Errors are weighed relatively, as latencies are compared by
+ratio. The file holds its base whole.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import PADDING, padded_mmacs
+from edgekd.latency_models.features import PADDING, padded_mmacs, unaligned_work
 from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, varying_columns
 
 MIN_TRANSFER = 5
@@ -36,14 +37,16 @@ def _base(p: Predictor) -> Predictor:
 
 def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> np.ndarray:
     """Per operator type: count, MMACs, MMACs with the channels rounded up to 8 and to 16, and all outputs'
-    elements."""
+    elements; then the depthwise work on channels that fill no whole vector (features.unaligned_work). Terms are
+    only ever appended, so that a file fitted on fewer reads the first ones."""
     return np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
-                                              for m in PADDING)])
+                                              for m in PADDING),
+                      np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1)])
 
 
 def _inputs(base: Predictor, specs: list[ArchSpec], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return np.hstack([base.predict_many(specs)[:, None], np.ones((len(specs), 1)),
-                      (_operator_terms(base, specs) - mean) / std])
+                      (_operator_terms(base, specs)[:, :len(mean)] - mean) / std])
 
 
 def _lasso(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import operators, padded_op_mmacs
+from edgekd.latency_models.features import operators, padded_op_mmacs, unaligned_work
 from edgekd.latency_models.predictors import Predictor, fit_predictor, load_predictor
 from edgekd.latency_models.table import cell_costs, cells
 from edgekd.latency_models.transfer import fit_transfer
@@ -107,6 +107,32 @@ def test_a_transfer_learns_a_new_device_from_30_measurements_where_a_fit_from_sc
     assert np.array_equal(again.predict_many(heldout), transfer.predict_many(heldout))
     with pytest.raises(ConfigError, match="at least 5 measurements of the new device"):
         fit_transfer(base, few[:4])
+
+
+def test_a_transfer_learns_depthwise_kernels_that_are_slow_on_channels_filling_no_whole_vector(space, tmp_path):
+    """int8 on a CPU without VNNI: a depthwise convolution whose channels are not a multiple of 16 takes a slow
+    pass costing per pixel and kernel tap, whatever the channels left over (12 channels slower than 48)."""
+    base = fit_predictor("table", [(s, _operator_ms(s)) for s in sample_archs(space, 300, 0)], {"device": "lab-cpu"})
+
+    def int8(spec):
+        tail = sum(op.macs / op.channels for op in operators(spec) if op.type.startswith("dw") and op.channels % 16)
+        return 1.5 * _operator_ms(spec) + 4e-5 * tail
+
+    few = [(s, int8(s)) for s in spread_archs(space, 30, 5)]
+    heldout = sample_archs(space, 200, 9)
+    transfer = fit_transfer(base, few, {"device": "int8"})
+    measured = np.array([int8(s) for s in heldout])
+    assert np.mean(np.abs(transfer.predict_many(heldout) / measured - 1) < 0.1) >= 0.97
+    a, b = np.polyfit(base.predict_many([s for s, _ in few]), [ms for _, ms in few], 1)  # the base rescaled
+    rescaled = a * base.predict_many(heldout) + b
+    assert _mape(transfer, heldout, int8) < 0.5 * float(np.mean(np.abs(rescaled / measured - 1)))
+    # a file fitted before these terms existed (fewer of them) reads its own: the same as its coefficients padded
+    n_new = len(unaligned_work(heldout[0], base.op_types))
+    older = {**transfer.params, "mean": transfer.params["mean"][:-n_new], "std": transfer.params["std"][:-n_new],
+             "coef": transfer.params["coef"][:-n_new]}
+    zeroed = {**transfer.params, "coef": [*older["coef"], *[0.0] * n_new]}
+    assert np.allclose(Predictor("transfer", older, transfer.meta).predict_many(heldout),
+                       Predictor("transfer", zeroed, transfer.meta).predict_many(heldout))
 
 
 def test_spread_choices_are_distinct_reproducible_and_fit_better_than_random_ones(space):
