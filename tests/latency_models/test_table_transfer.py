@@ -109,7 +109,7 @@ def test_a_transfer_learns_a_new_device_from_30_measurements_where_a_fit_from_sc
         fit_transfer(base, few[:4])
 
 
-def test_a_transfer_learns_depthwise_kernels_that_are_slow_on_channels_filling_no_whole_vector(space, tmp_path):
+def test_a_transfer_learns_depthwise_kernels_that_are_slow_on_channels_filling_no_whole_vector(space):
     """int8 on a CPU without VNNI: a depthwise convolution whose channels are not a multiple of 16 takes a slow
     pass costing per pixel and kernel tap, whatever the channels left over (12 channels slower than 48)."""
     base = fit_predictor("table", [(s, _operator_ms(s)) for s in sample_archs(space, 300, 0)], {"device": "lab-cpu"})
