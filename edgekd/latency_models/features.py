@@ -165,6 +165,22 @@ def unaligned_work(spec: ArchSpec, op_types: tuple[str, ...] = OP_TYPES) -> list
     return [v for pair in work.values() for v in pair]
 
 
+SIDE_BINS = (16, 8, 4, 0)
+"""Output sides (at least) that ``sized_mmacs`` tells apart."""
+
+
+def sized_mmacs(spec: ArchSpec, op_type: str = "dw_k7") -> list[float]:
+    """MACs in millions of ``op_type``'s operators per output side (at least 16, 8, 4, smaller): where a kernel's
+    cost per MAC depends on the feature map's size (LiteRT's 7x7 depthwise kernels, measured up to 4x their ONNX
+    Runtime share)."""
+    macs = dict.fromkeys(SIDE_BINS, 0.0)
+    for op in operators(spec):
+        if op.type == op_type:
+            side = round((op.out_elems / op.channels) ** 0.5)
+            macs[next(b for b in SIDE_BINS if side >= b)] += op.macs / 1e6
+    return list(macs.values())
+
+
 def total_mmacs(spec: ArchSpec) -> float:
     return sum(op.macs for op in operators(spec)) / 1e6
 

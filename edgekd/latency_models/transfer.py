@@ -8,8 +8,9 @@ and the depthwise work on channels that fill no whole vector; standardised), the
 lasso (scikit-learn's, strength by leave-one-out error), a and b not shrunk. A device differs from another in a
 few operators (LiteRT's 7x7 depthwise kernels, int8's depthwise kernels on channels that are not a multiple of
 16), and the lasso keeps those few terms and sets the rest to zero: with a handful of measurements it is the base
-merely rescaled, with more it learns the differences. Errors are weighed relatively, as latencies are compared by
-ratio. The file holds its base whole.
+merely rescaled, with more it learns the differences. The 7x7 depthwise MACs per output size are candidates too
+where they cut the leave-one-out error well below the fit without them (LiteRT's case). Errors are weighed
+relatively, as latencies are compared by ratio. The file holds its base whole.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ import numpy as np
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import PADDING, padded_mmacs, unaligned_work
+from edgekd.latency_models.features import PADDING, SIDE_BINS, padded_mmacs, sized_mmacs, unaligned_work
 from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, varying_columns
 
 MIN_TRANSFER = 5
 """Fewest measurements of the new device a transfer is fitted on."""
+SIZED_TERMS = len(SIDE_BINS)
+SIZED_MARGIN = 0.6
+"""The last terms (7x7 depthwise MACs per output size) are kept only where the fit with them has a leave-one-out
+error under this share of the fit without them: leave-one-out favours more terms, and on int8, which does not
+need these, they cost 5-20 points within ±10% where this margin leaves them out."""
 
 
 def _base(p: Predictor) -> Predictor:
@@ -37,11 +43,13 @@ def _base(p: Predictor) -> Predictor:
 
 def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> np.ndarray:
     """Per operator type: count, MMACs, MMACs with the channels rounded up to 8 and to 16, and all outputs'
-    elements; then the depthwise work on channels that fill no whole vector (features.unaligned_work). Terms are
-    only ever appended, so that a file fitted on fewer reads the first ones."""
+    elements; then the depthwise work on channels that fill no whole vector (features.unaligned_work); then the 7x7
+    depthwise MACs per output size (features.sized_mmacs). Terms are only ever appended, so that a file fitted on
+    fewer reads the first ones."""
     return np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
                                               for m in PADDING),
-                      np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1)])
+                      np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1),
+                      np.array([sized_mmacs(s) for s in specs])])
 
 
 def _inputs(base: Predictor, specs: list[ArchSpec], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -49,16 +57,17 @@ def _inputs(base: Predictor, specs: list[ArchSpec], mean: np.ndarray, std: np.nd
                       (_operator_terms(base, specs)[:, :len(mean)] - mean) / std])
 
 
-def _lasso(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Coefficients of ``y`` ~ u·c_u + x·c_x with the lasso on c_x only (strength by leave-one-out error): c_u
-    solved exactly for any c_x, so the lasso runs on what ``u`` leaves unexplained (Frisch-Waugh)."""
+def _lasso(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Coefficients of ``y`` ~ u·c_u + x·c_x with the lasso on c_x only (strength by leave-one-out error), the
+    strength and that error: c_u solved exactly for any c_x, so the lasso runs on what ``u`` leaves unexplained
+    (Frisch-Waugh)."""
     from sklearn.linear_model import LassoCV
     from sklearn.model_selection import LeaveOneOut
 
     pinv = np.linalg.pinv(u)
     residual = np.eye(len(y)) - u @ pinv
     fit = LassoCV(cv=LeaveOneOut(), fit_intercept=False, max_iter=100_000, tol=1e-3).fit(residual @ x, residual @ y)
-    return pinv @ (y - x @ fit.coef_), fit.coef_, float(fit.alpha_)
+    return pinv @ (y - x @ fit.coef_), fit.coef_, float(fit.alpha_), float(fit.mse_path_.mean(1).min())
 
 
 def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dict[str, Any] | None = None,
@@ -71,11 +80,16 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     root_w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y
-    terms = _operator_terms(base, specs)
-    mean, std = terms.mean(0), terms.std(0)
-    std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
-    x = _inputs(base, specs, mean, std) * root_w[:, None]
-    scale, differences, alpha = _lasso(x[:, :2], x[:, 2:], y * root_w)
+    all_terms = _operator_terms(base, specs)
+    fits = []
+    for n in (all_terms.shape[1] - SIZED_TERMS, all_terms.shape[1]):
+        terms = all_terms[:, :n]
+        mean, std = terms.mean(0), terms.std(0)
+        std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
+        x = _inputs(base, specs, mean, std) * root_w[:, None]
+        fits.append((mean, std, *_lasso(x[:, :2], x[:, 2:], y * root_w)))
+    without, with_sized = fits
+    mean, std, scale, differences, alpha, _ = with_sized if with_sized[-1] < SIZED_MARGIN * without[-1] else without
     params = {"base": {"kind": base.kind, "params": base.params, "meta": base.meta},
               "coef": [*scale.tolist(), *differences.tolist()], "mean": mean.tolist(), "std": std.tolist(),
               "lasso": alpha, "terms_kept": int(np.count_nonzero(differences))}

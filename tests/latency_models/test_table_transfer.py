@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import operators, padded_op_mmacs, unaligned_work
+from edgekd.latency_models.features import operators, padded_op_mmacs, sized_mmacs, unaligned_work
 from edgekd.latency_models.predictors import Predictor, fit_predictor, load_predictor
 from edgekd.latency_models.table import cell_costs, cells
-from edgekd.latency_models.transfer import fit_transfer
+from edgekd.latency_models.transfer import SIZED_TERMS, fit_transfer
 from edgekd.pipeline.profile import sample_archs, spread_archs
 from edgekd.spaces import make_space
 
@@ -126,6 +126,7 @@ def test_a_transfer_learns_depthwise_kernels_that_are_slow_on_channels_filling_n
     a, b = np.polyfit(base.predict_many([s for s, _ in few]), [ms for _, ms in few], 1)  # the base rescaled
     rescaled = a * base.predict_many(heldout) + b
     assert _mape(transfer, heldout, int8) < 0.5 * float(np.mean(np.abs(rescaled / measured - 1)))
+    assert len(transfer.params["mean"]) == len(_terms_of(base, heldout[0])) - SIZED_TERMS  # not needed: left out
     # a file fitted before these terms existed (fewer of them) reads its own: the same as its coefficients padded
     n_new = len(unaligned_work(heldout[0], base.op_types))
     older = {**transfer.params, "mean": transfer.params["mean"][:-n_new], "std": transfer.params["std"][:-n_new],
@@ -133,6 +134,28 @@ def test_a_transfer_learns_depthwise_kernels_that_are_slow_on_channels_filling_n
     zeroed = {**transfer.params, "coef": [*older["coef"], *[0.0] * n_new]}
     assert np.allclose(Predictor("transfer", older, transfer.meta).predict_many(heldout),
                        Predictor("transfer", zeroed, transfer.meta).predict_many(heldout))
+
+
+def _terms_of(base, spec) -> list:
+    return [*base.features([spec])[0], *[0] * (2 * len(base.op_types)), *unaligned_work(spec, base.op_types),
+            *sized_mmacs(spec)]
+
+
+def test_a_transfer_takes_the_sized_7x7_terms_where_they_cut_its_error(space):
+    """LiteRT on a CPU: 7x7 depthwise convolutions on small feature maps cost 3x per MAC what they do on large
+    ones; only the terms per output size follow that, and the transfer keeps them (its file holds every term)."""
+    base = fit_predictor("table", [(s, _operator_ms(s)) for s in sample_archs(space, 300, 0)], {"device": "lab-cpu"})
+
+    def litert(spec):
+        small = sum(op.macs / 1e6 for op in operators(spec) if op.type == "dw_k7" and op.out_elems / op.channels <= 16)
+        return 2.0 * _operator_ms(spec) + 0.2 * small
+
+    few = [(s, litert(s)) for s in spread_archs(space, 30, 5)]
+    heldout = sample_archs(space, 200, 9)
+    transfer = fit_transfer(base, few, {"device": "litert"})
+    measured = np.array([litert(s) for s in heldout])
+    assert np.mean(np.abs(transfer.predict_many(heldout) / measured - 1) < 0.1) >= 0.97
+    assert len(transfer.params["mean"]) == len(_terms_of(base, heldout[0]))
 
 
 def test_spread_choices_are_distinct_reproducible_and_fit_better_than_random_ones(space):
