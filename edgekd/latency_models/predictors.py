@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 3
 """2: a ``table`` may hold a calibration of its sum, which a reader of version 1 would silently leave out.
-3: a ``transfer`` has terms for unaligned depthwise work, which a reader of version 2 would not compute."""
+3: a ``transfer`` has terms for unaligned depthwise work and sized 7x7 ones, which a reader of version 2 would not
+compute."""
 
 
 @dataclass(frozen=True)
