@@ -52,9 +52,11 @@ def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> np.ndarray:
                       np.array([sized_mmacs(s) for s in specs])])
 
 
-def _inputs(base: Predictor, specs: list[ArchSpec], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def _inputs(base: Predictor, specs: list[ArchSpec], terms: np.ndarray, mean: np.ndarray,
+            std: np.ndarray) -> np.ndarray:
+    """The base's prediction, 1, and the first ``len(mean)`` of ``terms`` standardised."""
     return np.hstack([base.predict_many(specs)[:, None], np.ones((len(specs), 1)),
-                      (_operator_terms(base, specs)[:, :len(mean)] - mean) / std])
+                      (terms[:, :len(mean)] - mean) / std])
 
 
 def _lasso(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -80,16 +82,14 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     root_w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y
-    all_terms = _operator_terms(base, specs)
-    fits = []
-    for n in (all_terms.shape[1] - SIZED_TERMS, all_terms.shape[1]):
-        terms = all_terms[:, :n]
-        mean, std = terms.mean(0), terms.std(0)
-        std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
-        x = _inputs(base, specs, mean, std) * root_w[:, None]
-        fits.append((mean, std, *_lasso(x[:, :2], x[:, 2:], y * root_w)))
-    without, with_sized = fits
-    mean, std, scale, differences, alpha, _ = with_sized if with_sized[-1] < SIZED_MARGIN * without[-1] else without
+    terms = _operator_terms(base, specs)
+    mean, std = terms.mean(0), terms.std(0)
+    std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
+    x = _inputs(base, specs, terms, mean, std) * root_w[:, None]
+    # the same standardised inputs with and without the last (sized) terms
+    without, with_sized = (_lasso(x[:, :2], x[:, 2:n], y * root_w) for n in (x.shape[1] - SIZED_TERMS, x.shape[1]))
+    scale, differences, alpha, _ = with_sized if with_sized[-1] < SIZED_MARGIN * without[-1] else without
+    mean, std = mean[:len(differences)], std[:len(differences)]
     params = {"base": {"kind": base.kind, "params": base.params, "meta": base.meta},
               "coef": [*scale.tolist(), *differences.tolist()], "mean": mean.tolist(), "std": std.tolist(),
               "lasso": alpha, "terms_kept": int(np.count_nonzero(differences))}
@@ -101,7 +101,7 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
 
 def _predict(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
     base = _base(p)
-    x = _inputs(base, specs, np.asarray(p.params["mean"]), np.asarray(p.params["std"]))
+    x = _inputs(base, specs, _operator_terms(base, specs), np.asarray(p.params["mean"]), np.asarray(p.params["std"]))
     return x @ np.asarray(p.params["coef"])
 
 

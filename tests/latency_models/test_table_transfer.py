@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import operators, padded_op_mmacs, sized_mmacs, unaligned_work
+from edgekd.latency_models.features import (
+    PADDING,
+    operators,
+    padded_mmacs,
+    padded_op_mmacs,
+    sized_mmacs,
+    unaligned_work,
+)
 from edgekd.latency_models.predictors import Predictor, fit_predictor, load_predictor
 from edgekd.latency_models.table import cell_costs, cells
 from edgekd.latency_models.transfer import SIZED_TERMS, fit_transfer
@@ -137,8 +144,8 @@ def test_a_transfer_learns_depthwise_kernels_that_are_slow_on_channels_filling_n
 
 
 def _terms_of(base, spec) -> list:
-    return [*base.features([spec])[0], *[0] * (2 * len(base.op_types)), *unaligned_work(spec, base.op_types),
-            *sized_mmacs(spec)]
+    return [*base.features([spec])[0], *(v for m in PADDING for v in padded_mmacs(spec, m, base.op_types)),
+            *unaligned_work(spec, base.op_types), *sized_mmacs(spec)]
 
 
 def test_a_transfer_takes_the_sized_7x7_terms_where_they_cut_its_error(space):
