@@ -148,18 +148,24 @@ def padded_mmacs(spec: ArchSpec, multiple: int, op_types: tuple[str, ...] = OP_T
 VECTOR_CHANNELS = 16
 """The channel multiple on which vectorised depthwise kernels run their fast path (measured for ONNX Runtime's
 int8 kernels on AVX2; 16 floats fill an AVX-512 register)."""
+HALF_VECTOR_CHANNELS = 8
+"""The channel multiple below which those kernels' slow pass costs more again (half a vector: 8 floats fill an
+AVX2 register)."""
 
 
-def unaligned_work(spec: ArchSpec, op_types: tuple[str, ...] = OP_TYPES) -> list[float]:
-    """Per depthwise type of ``op_types``, over its operators whose channels are not a multiple of VECTOR_CHANNELS:
+def unaligned_work(spec: ArchSpec, op_types: tuple[str, ...] = OP_TYPES,
+                   multiple: int = VECTOR_CHANNELS) -> list[float]:
+    """Per depthwise type of ``op_types``, over its operators whose channels are not a multiple of ``multiple``:
     their MACs in millions, and their work per channel (MACs / channels: pixels x kernel area) in thousands.
 
     Kernels take whole vectors of channels on a fast path and the rest on a slow one, whose cost follows the
     pixels and the kernel more than the channels left over: on this project's host, ONNX Runtime's int8 7x7
-    depthwise at 16x16 took 68 us with 12 channels and 30 us with 48 (per-node profile)."""
+    depthwise at 16x16 took 68 us with 12 channels and 30 us with 48 (per-node profile); and about 20 us plus
+    1.1 us per channel with a multiple of 8 channels (8, 24, 72), about 55 us plus 0.9 us per channel with
+    others (4, 12, 36)."""
     work = {t: [0.0, 0.0] for t in op_types if t.startswith("dw_")}
     for op in operators(spec):
-        if op.type in work and op.channels % VECTOR_CHANNELS:
+        if op.type in work and op.channels % multiple:
             work[op.type][0] += op.macs / 1e6
             work[op.type][1] += op.macs / op.channels / 1e3
     return [v for pair in work.values() for v in pair]

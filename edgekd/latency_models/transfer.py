@@ -4,13 +4,13 @@ The shape comes from the device with many measurements: its predictor (any kind,
 architectures and knows how their costs relate. The new device gives the scale and the few differences:
 ``latency = a x base(arch) + b + sum_t c_t x f_t(arch)``, the f_t being the per-operator features (count, MMACs
 and MMACs with the channels padded as vectorised kernels compute them, per operator type, the outputs' elements,
-and the depthwise work on channels that fill no whole vector; standardised), their coefficients chosen by the
-lasso (scikit-learn's, strength by leave-one-out error), a and b not shrunk. A device differs from another in a
-few operators (LiteRT's 7x7 depthwise kernels, int8's depthwise kernels on channels that are not a multiple of
-16), and the lasso keeps those few terms and sets the rest to zero: with a handful of measurements it is the base
-merely rescaled, with more it learns the differences. The 7x7 depthwise MACs per output size are candidates too
-where they cut the leave-one-out error well below the fit without them (LiteRT's case). Errors are weighed
-relatively, as latencies are compared by ratio. The file holds its base whole.
+and the depthwise work on channels that fill no whole vector, or no half one; standardised), their coefficients
+chosen by the lasso (scikit-learn's, strength by leave-one-out error), a and b not shrunk. A device differs from
+another in a few operators (LiteRT's 7x7 depthwise kernels, int8's depthwise kernels on channels that are not a
+multiple of 16, slower again where not of 8), and the lasso keeps those few terms and sets the rest to zero: with
+a handful of measurements it is the base merely rescaled, with more it learns the differences. The 7x7 depthwise
+MACs per output size are candidates too where they cut the leave-one-out error well below the fit without them
+(LiteRT's case). Errors are weighed relatively, as latencies are compared by ratio. The file holds its base whole.
 """
 
 from __future__ import annotations
@@ -22,14 +22,21 @@ import numpy as np
 
 from edgekd.core.arch import ArchSpec
 from edgekd.core.errors import ConfigError
-from edgekd.latency_models.features import PADDING, SIDE_BINS, padded_mmacs, sized_mmacs, unaligned_work
+from edgekd.latency_models.features import (
+    HALF_VECTOR_CHANNELS,
+    PADDING,
+    SIDE_BINS,
+    padded_mmacs,
+    sized_mmacs,
+    unaligned_work,
+)
 from edgekd.latency_models.predictors import PREDICTOR_KINDS, Predictor, PredictorKind, varying_columns
 
 MIN_TRANSFER = 5
 """Fewest measurements of the new device a transfer is fitted on."""
 SIZED_TERMS = len(SIDE_BINS)
 SIZED_MARGIN = 0.6
-"""The last terms (7x7 depthwise MACs per output size) are kept only where the fit with them has a leave-one-out
+"""The sized terms (7x7 depthwise MACs per output size) are kept only where the fit with them has a leave-one-out
 error under this share of the fit without them: leave-one-out favours more terms, and on int8, which does not
 need these, they cost 5-20 points within ±10% where this margin leaves them out."""
 
@@ -41,22 +48,24 @@ def _base(p: Predictor) -> Predictor:
     return p.cache["base"]
 
 
-def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> np.ndarray:
-    """Per operator type: count, MMACs, MMACs with the channels rounded up to 8 and to 16, and all outputs'
-    elements; then the depthwise work on channels that fill no whole vector (features.unaligned_work); then the 7x7
-    depthwise MACs per output size (features.sized_mmacs). Terms are only ever appended, so that a file fitted on
-    fewer reads the first ones."""
-    return np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
+def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> tuple[np.ndarray, slice]:
+    """The terms of ``specs``, and the columns of the sized ones. Per operator type: count, MMACs, MMACs with the
+    channels rounded up to 8 and to 16, and all outputs' elements; then the depthwise work on channels that fill
+    no whole vector (features.unaligned_work); then the 7x7 depthwise MACs per output size (features.sized_mmacs);
+    then the depthwise work per channel where the channels fill no half vector. Terms are only ever appended: a
+    file names the columns it was fitted on (one from before that, the first ones)."""
+    head = np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
                                               for m in PADDING),
-                      np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1),
-                      np.array([sized_mmacs(s) for s in specs])])
+                      np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1)])
+    half = np.array([unaligned_work(s, base.op_types, HALF_VECTOR_CHANNELS)[1::2] for s in specs])
+    sized = slice(head.shape[1], head.shape[1] + SIZED_TERMS)
+    return np.hstack([head, np.array([sized_mmacs(s) for s in specs]), half.reshape(len(specs), -1)]), sized
 
 
-def _inputs(base: Predictor, specs: list[ArchSpec], terms: np.ndarray, mean: np.ndarray,
+def _inputs(base: Predictor, specs: list[ArchSpec], terms: np.ndarray, columns: np.ndarray, mean: np.ndarray,
             std: np.ndarray) -> np.ndarray:
-    """The base's prediction, 1, and the first ``len(mean)`` of ``terms`` standardised."""
-    return np.hstack([base.predict_many(specs)[:, None], np.ones((len(specs), 1)),
-                      (terms[:, :len(mean)] - mean) / std])
+    """The base's prediction, 1, and the ``columns`` of ``terms`` standardised."""
+    return np.hstack([base.predict_many(specs)[:, None], np.ones((len(specs), 1)), (terms[:, columns] - mean) / std])
 
 
 def _lasso(u: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -82,17 +91,20 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     root_w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y
-    terms = _operator_terms(base, specs)
+    terms, sized = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
     std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
-    x = _inputs(base, specs, terms, mean, std) * root_w[:, None]
-    # the same standardised inputs with and without the last (sized) terms
-    without, with_sized = (_lasso(x[:, :2], x[:, 2:n], y * root_w) for n in (x.shape[1] - SIZED_TERMS, x.shape[1]))
-    scale, differences, alpha, _ = with_sized if with_sized[-1] < SIZED_MARGIN * without[-1] else without
-    mean, std = mean[:len(differences)], std[:len(differences)]
+    every = np.arange(terms.shape[1])
+    x = _inputs(base, specs, terms, every, mean, std) * root_w[:, None]
+    candidates = (np.delete(every, sized), every)  # without the sized terms, with them
+    without, with_sized = (_lasso(x[:, :2], x[:, 2 + c], y * root_w) for c in candidates)
+    kept = with_sized[-1] < SIZED_MARGIN * without[-1]
+    scale, differences, alpha, _ = with_sized if kept else without
+    columns = candidates[kept]
     params = {"base": {"kind": base.kind, "params": base.params, "meta": base.meta},
-              "coef": [*scale.tolist(), *differences.tolist()], "mean": mean.tolist(), "std": std.tolist(),
-              "lasso": alpha, "terms_kept": int(np.count_nonzero(differences))}
+              "coef": [*scale.tolist(), *differences.tolist()], "columns": columns.tolist(),
+              "mean": mean[columns].tolist(), "std": std[columns].tolist(), "lasso": alpha,
+              "terms_kept": int(np.count_nonzero(differences))}
     meta = {**(meta or {}), "fitted_on": len(pairs), "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "features": base.meta.get("features"), "base_device": base.meta.get("device"),
             "base_runtime": base.meta.get("runtime")}
@@ -101,7 +113,9 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
 
 def _predict(p: Predictor, specs: list[ArchSpec]) -> np.ndarray:
     base = _base(p)
-    x = _inputs(base, specs, _operator_terms(base, specs), np.asarray(p.params["mean"]), np.asarray(p.params["std"]))
+    mean = np.asarray(p.params["mean"])
+    columns = np.asarray(p.params.get("columns", range(len(mean))))  # files of version 3 and before: the first
+    x = _inputs(base, specs, _operator_terms(base, specs)[0], columns, mean, np.asarray(p.params["std"]))
     return x @ np.asarray(p.params["coef"])
 
 
