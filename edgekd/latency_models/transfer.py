@@ -4,13 +4,14 @@ The shape comes from the device with many measurements: its predictor (any kind,
 architectures and knows how their costs relate. The new device gives the scale and the few differences:
 ``latency = a x base(arch) + b + sum_t c_t x f_t(arch)``, the f_t being the per-operator features (count, MMACs
 and MMACs with the channels padded as vectorised kernels compute them, per operator type, the outputs' elements,
-and the depthwise work on channels that fill no whole vector, or no half one; standardised), their coefficients
-chosen by the lasso (scikit-learn's, strength by leave-one-out error), a and b not shrunk. A device differs from
-another in a few operators (LiteRT's 7x7 depthwise kernels, int8's depthwise kernels on channels that are not a
-multiple of 16, slower again where not of 8), and the lasso keeps those few terms and sets the rest to zero: with
-a handful of measurements it is the base merely rescaled, with more it learns the differences. The 7x7 depthwise
-MACs per output size are candidates too where they cut the leave-one-out error well below the fit without them
-(LiteRT's case). Errors are weighed relatively, as latencies are compared by ratio. The file holds its base whole.
+the depthwise work on channels that fill no whole vector, or no half one, and the count of all operators;
+standardised), their coefficients chosen by the lasso (scikit-learn's, strength by leave-one-out error), a and b
+not shrunk. A device differs from another in a few operators (LiteRT's 7x7 depthwise kernels, int8's depthwise
+kernels on channels that are not a multiple of 16, slower again where not of 8) and in its cost per operator, and
+the lasso keeps those few terms and sets the rest to zero: with a handful of measurements it is the base merely
+rescaled, with more it learns the differences. The 7x7 depthwise MACs per output size are candidates too where
+they cut the leave-one-out error well below the fit without them (LiteRT's case). Errors are weighed relatively,
+as latencies are compared by ratio. The file holds its base whole.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from edgekd.latency_models.features import (
     HALF_VECTOR_CHANNELS,
     PADDING,
     SIDE_BINS,
+    operators,
     padded_mmacs,
     sized_mmacs,
     unaligned_work,
@@ -41,6 +43,13 @@ error under this share of the fit without them: leave-one-out favours more terms
 need these, they cost 5-20 points within ±10% where this margin leaves them out."""
 
 
+OVERHEAD_FAVOUR = 3.0
+"""The count of all operators (the runtime's cost per operator, which every device has its own of: int8's
+operators cost ~5 us each on this project's host whatever their work) is penalised this many times less than the
+other terms. Chosen on saved measurements of this host's int8 and LiteRT runs (1, 3 and 10 tried, and no
+penalty)."""
+
+
 def _base(p: Predictor) -> Predictor:
     if "base" not in p.cache:
         b = p.params["base"]
@@ -52,14 +61,16 @@ def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> tuple[np.ndarray,
     """The terms of ``specs``, and the columns of the sized ones. Per operator type: count, MMACs, MMACs with the
     channels rounded up to 8 and to 16, and all outputs' elements; then the depthwise work on channels that fill
     no whole vector (features.unaligned_work); then the 7x7 depthwise MACs per output size (features.sized_mmacs);
-    then the depthwise work per channel where the channels fill no half vector. Terms are only ever appended: a
-    file names the columns it was fitted on (one from before that, the first ones)."""
+    then the depthwise work per channel where the channels fill no half vector; then the count of all operators.
+    Terms are only ever appended: a file names the columns it was fitted on (one from before that, the first
+    ones)."""
     head = np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
                                               for m in PADDING),
                       np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1)])
     half = np.array([unaligned_work(s, base.op_types, HALF_VECTOR_CHANNELS)[1::2] for s in specs])
     sized = slice(head.shape[1], head.shape[1] + SIZED_TERMS)
-    return np.hstack([head, np.array([sized_mmacs(s) for s in specs]), half.reshape(len(specs), -1)]), sized
+    count = np.array([[len(operators(s))] for s in specs], dtype=float)
+    return np.hstack([head, np.array([sized_mmacs(s) for s in specs]), half.reshape(len(specs), -1), count]), sized
 
 
 def _inputs(base: Predictor, specs: list[ArchSpec], terms: np.ndarray, columns: np.ndarray, mean: np.ndarray,
@@ -94,6 +105,7 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     terms, sized = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
     std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
+    std[-1] /= OVERHEAD_FAVOUR  # the count of operators, penalised less
     every = np.arange(terms.shape[1])
     x = _inputs(base, specs, terms, every, mean, std) * root_w[:, None]
     candidates = (np.delete(every, sized), every)  # without the sized terms, with them
