@@ -46,8 +46,8 @@ FILE_FORMAT, FILE_VERSION = "edgekd-latency-predictor", 4
 """2: a ``table`` may hold a calibration of its sum, which a reader of version 1 would silently leave out.
 3: a ``transfer`` has terms for unaligned depthwise work and sized 7x7 ones, which a reader of version 2 would not
 compute.
-4: a ``transfer`` names the columns of its terms it was fitted on (the terms on channels filling no half vector come
-after the sized ones), which a reader of version 3 would take as the first ones."""
+4: a ``transfer`` names the columns of its terms it was fitted on (the terms on channels filling no half vector and
+the count of operators come after the sized ones), which a reader of version 3 would take as the first ones."""
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,6 @@ SIZED_MARGIN = 0.6
 """The sized terms (7x7 depthwise MACs per output size) are kept only where the fit with them has a leave-one-out
 error under this share of the fit without them: leave-one-out favours more terms, and on int8, which does not
 need these, they cost 5-20 points within ±10% where this margin leaves them out."""
-
-
 OVERHEAD_FAVOUR = 3.0
 """The count of all operators (the runtime's cost per operator, which every device has its own of: int8's
 operators cost ~5 us each on this project's host whatever their work) is penalised this many times less than the
@@ -105,7 +103,7 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     terms, sized = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
     std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
-    std[-1] /= OVERHEAD_FAVOUR  # the count of operators, penalised less
+    std[-1] /= OVERHEAD_FAVOUR  # the count of operators (the last term): its column larger, its penalty less
     every = np.arange(terms.shape[1])
     x = _inputs(base, specs, terms, every, mean, std) * root_w[:, None]
     candidates = (np.delete(every, sized), every)  # without the sized terms, with them
