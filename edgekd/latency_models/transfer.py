@@ -57,20 +57,21 @@ def _base(p: Predictor) -> Predictor:
     return p.cache["base"]
 
 
-def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> tuple[np.ndarray, slice]:
-    """The terms of ``specs``, and the columns of the sized ones. Per operator type: count, MMACs, MMACs with the
-    channels rounded up to 8 and to 16, and all outputs' elements; then the depthwise work on channels that fill
-    no whole vector (features.unaligned_work); then the 7x7 depthwise MACs per output size (features.sized_mmacs);
-    then the depthwise work per channel where the channels fill no half vector; then the count of all operators.
-    Terms are only ever appended: a file names the columns it was fitted on (one from before that, the first
-    ones)."""
+def _operator_terms(base: Predictor, specs: list[ArchSpec]) -> tuple[np.ndarray, slice, int]:
+    """The terms of ``specs``, the columns of the sized ones and the column of the count of operators. Per operator
+    type: count, MMACs, MMACs with the channels rounded up to 8 and to 16, and all outputs' elements; then the
+    depthwise work on channels that fill no whole vector (features.unaligned_work); then the 7x7 depthwise MACs per
+    output size (features.sized_mmacs); then the depthwise work per channel where the channels fill no half vector;
+    then the count of all operators. Terms are only ever appended: a file names the columns it was fitted on (one
+    from before that, the first ones)."""
     head = np.hstack([base.features(specs), *(np.array([padded_mmacs(s, m, base.op_types) for s in specs])
                                               for m in PADDING),
                       np.array([unaligned_work(s, base.op_types) for s in specs]).reshape(len(specs), -1)])
     half = np.array([unaligned_work(s, base.op_types, HALF_VECTOR_CHANNELS)[1::2] for s in specs])
     sized = slice(head.shape[1], head.shape[1] + SIZED_TERMS)
     count = np.array([[len(operators(s))] for s in specs], dtype=float)
-    return np.hstack([head, np.array([sized_mmacs(s) for s in specs]), half.reshape(len(specs), -1), count]), sized
+    terms = np.hstack([head, np.array([sized_mmacs(s) for s in specs]), half.reshape(len(specs), -1), count])
+    return terms, sized, terms.shape[1] - 1
 
 
 def _inputs(base: Predictor, specs: list[ArchSpec], terms: np.ndarray, columns: np.ndarray, mean: np.ndarray,
@@ -102,10 +103,10 @@ def fit_transfer(base: Predictor, pairs: list[tuple[ArchSpec, float]], meta: dic
     specs = [s for s, _ in pairs]
     y = np.array([ms for _, ms in pairs], dtype=float)
     root_w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)) / y
-    terms, sized = _operator_terms(base, specs)
+    terms, sized, count = _operator_terms(base, specs)
     mean, std = terms.mean(0), terms.std(0)
     std[~varying_columns(terms)] = 1.0  # a constant term stays near zero
-    std[-1] /= OVERHEAD_FAVOUR  # the count of operators (the last term): its column larger, its penalty less
+    std[count] /= OVERHEAD_FAVOUR  # its column larger, its penalty less
     every = np.arange(terms.shape[1])
     x = _inputs(base, specs, terms, every, mean, std) * root_w[:, None]
     candidates = (np.delete(every, sized), every)  # without the sized terms, with them
