@@ -109,8 +109,9 @@ RUNTIME_OPTIONS: list[Option] = [
 ]
 EXPORT_OPTIONS: list[Option] = [
     ("formats", "export.formats", str, "Comma-separated formats: onnx, onnx-fp16, onnx-int8, ort (ONNX Runtime's "
-     "mobile format), tflite, tflite-int8 (LiteRT, extra litert), executorch, executorch-int8 (XNNPACK-delegated "
-     ".pte, extra executorch), tensorrt, tensorrt-fp16, tensorrt-int8 (TensorRT engines: on this host's GPU, or "
+     "mobile format), tflite, tflite-int8 (LiteRT, extra litert), executorch, executorch-int8, "
+     "executorch-int8-pointwise (XNNPACK-delegated .pte, extra executorch; -pointwise keeps convolutions larger "
+     "than 1x1 in fp32), tensorrt, tensorrt-fp16, tensorrt-int8 (TensorRT engines: on this host's GPU, or "
      "with an ssh --device built and run on the board by its trtexec); or auto: every format whose runtime is "
      "installed, the bundle keeping those that pass and that no other beats (faster, as accurate) on the device"),
     ("opset", "export.opset", int, "ONNX opset"),

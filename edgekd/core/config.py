@@ -158,6 +158,7 @@ class ExportConfig(_Model):
     max_accuracy_drop: dict[str, Annotated[float, Field(ge=0, le=100)]] = {
         "onnx": 0.0, "onnx-fp16": 0.5, "onnx-int8": 1.0, "tensorrt": 0.5, "tensorrt-fp16": 0.5, "tensorrt-int8": 1.0,
         "tflite-int8": 1.0, "executorch-int8": 1.0,
+        "executorch-int8-pointwise": 1.0,
     }
     """Largest top-1 drop from the PyTorch student, in points, per format; a larger drop fails validation."""
     max_latency_drift: Annotated[float, Field(gt=0, le=1000)] | None = None

@@ -1,15 +1,18 @@
-"""``executorch`` / ``executorch-int8``: ExecuTorch programs (``.pte``) lowered to the XNNPACK delegate.
+"""``executorch`` / ``executorch-int8`` / ``executorch-int8-pointwise``: ExecuTorch programs (``.pte``) lowered
+to the XNNPACK delegate.
 
 The model is captured by ``torch.export`` at batch 1, as a phone runs it (ExecuTorch 1.5 plans a dynamic
 batch axis's memory for a few images only, whatever its bound), and lowered with ExecuTorch's XNNPACK
-partitioner; int8 is static PT2E quantization with ExecuTorch's XNNPACK quantizer
-(symmetric, per-channel weights) calibrated on ``options['calibration']``. Both run in ExecuTorch's Python
-runtime (edgekd.runtime.executorch); on a phone, ExecuTorch's runner runs the same file.
+partitioner; int8 is static PT2E quantization with ExecuTorch's XNNPACK quantizer (symmetric, per-channel
+weights) calibrated on ``options['calibration']``, of every operator or of all but the convolutions larger than
+1x1. All run in ExecuTorch's Python runtime (edgekd.runtime.executorch); on a phone, ExecuTorch's runner runs the
+same file.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +55,11 @@ def executorch_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options
     return _lower(_capture(copy.deepcopy(model).cpu().eval(), spec), out_dir / "model.pte")
 
 
-@register_format("executorch-int8", open_executorch, executorch_version)
-def executorch_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
-    """``model-int8.pte``: static int8 for XNNPACK (per-channel symmetric weights), calibrated on training images."""
-    images = torch.from_numpy(calibration_images(options.get("calibration"), "executorch-int8"))
+def quantized_program(model: nn.Module, spec: ArchSpec, options: dict[str, Any], fmt: str,
+               quantize: Callable[[torch.fx.Node], bool] | None = None) -> torch.export.ExportedProgram:
+    """``model`` statically quantized for XNNPACK (per-channel symmetric weights), calibrated on
+    ``options['calibration']``; with ``quantize``, only the graph nodes it accepts are quantized."""
+    images = torch.from_numpy(calibration_images(options.get("calibration"), fmt))
     quiet_converter_imports()
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -66,9 +70,32 @@ def executorch_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, op
     except ImportError as exc:
         raise DeviceError(f"ExecuTorch is not installed: {INSTALL_HINT}") from exc
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if quantize is not None:
+        quantizer.set_filter_function(quantize)
     with torch.no_grad():
         graph = prepare_pt2e(_capture(copy.deepcopy(model).cpu().eval(), spec).module(), quantizer)
         for image in images:
             graph(image[None])
         quantized = convert_pt2e(graph)
-    return _lower(_capture(quantized, spec), out_dir / "model-int8.pte")
+    return _capture(quantized, spec)
+
+
+def is_spatial_conv(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is a convolution with a kernel larger than 1x1 (depthwise, or a full stem)."""
+    return node.target is torch.ops.aten.conv2d.default and max(node.args[1].meta["val"].shape[2:]) > 1
+
+
+@register_format("executorch-int8", open_executorch, executorch_version)
+def executorch_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
+    """``model-int8.pte``: static int8 for XNNPACK (per-channel symmetric weights), calibrated on training images."""
+    return _lower(quantized_program(model, spec, options, "executorch-int8"), out_dir / "model-int8.pte")
+
+
+@register_format("executorch-int8-pointwise", open_executorch, executorch_version)
+def executorch_int8_pointwise_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path,
+                                       options: dict[str, Any]) -> Path:
+    """``model-int8-pointwise.pte``: as ``executorch-int8`` but with every convolution larger than 1x1 left in
+    fp32 (on x86 CPUs without VNNI, XNNPACK's int8 depthwise kernels are slower than its fp32 ones, while its
+    int8 pointwise and fully-connected ones are faster)."""
+    program = quantized_program(model, spec, options, "executorch-int8-pointwise", lambda n: not is_spatial_conv(n))
+    return _lower(program, out_dir / "model-int8-pointwise.pte")

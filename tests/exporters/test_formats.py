@@ -174,7 +174,7 @@ def test_int8_for_tensorrt_is_symmetric_signed_and_agrees_in_onnx_runtime(traine
     assert m["top1_agreement"] >= 0.95
 
 
-@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8", "executorch-int8"])
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8", "executorch-int8", "executorch-int8-pointwise"])
 def test_int8_without_calibration_images_is_a_clear_error(trained, tmp_path, fmt):
     model, spec, *_ = trained
     with pytest.raises(ConfigError, match="needs calibration images"):
@@ -199,6 +199,7 @@ PHONE_FORMATS = [  # format, file, FlatBuffers identifier, module it needs, max 
     ("tflite-int8", "model-int8.tflite", b"TFL3", "litert_torch", None, 0.95),
     ("executorch", "model.pte", b"ET12", "executorch.exir", 1e-4, 1.0),
     ("executorch-int8", "model-int8.pte", b"ET12", "executorch.exir", None, 0.95),
+    ("executorch-int8-pointwise", "model-int8-pointwise.pte", b"ET12", "executorch.exir", None, 0.95),
 ]
 
 
@@ -256,6 +257,25 @@ def test_tflite_int8_takes_and_gives_int8_as_phone_kernels_want(phone_export):
     assert interpreter.get_input_details()[0]["dtype"] == np.int8 and {"CONV_2D", "DEPTHWISE_CONV_2D"} <= ops
     weights = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8 and len(t["shape"]) == 4]
     assert any(len(t["quantization_parameters"]["scales"]) > 1 for t in weights)  # per-channel
+
+
+@pytest.mark.skipif(_missing("executorch.exir") is not None, reason=str(_missing("executorch.exir")))
+def test_executorch_int8_pointwise_keeps_only_the_larger_convolutions_in_fp32(trained):
+    from edgekd.exporters.executorch import is_spatial_conv, quantized_program
+
+    model, spec, *_, calibration = trained
+
+    def conv_weights(only_pointwise: bool) -> Counter:
+        """(kernel, whether its weight is dequantized from int8) of every convolution of the quantized program."""
+        quantize = (lambda n: not is_spatial_conv(n)) if only_pointwise else None
+        graph = quantized_program(model, spec, {"calibration": calibration}, "executorch-int8", quantize).graph
+        return Counter((max(n.args[1].meta["val"].shape[2:]), "dequantize" in str(n.args[1].target))
+                       for n in graph.nodes if n.target is torch.ops.aten.conv2d.default)
+
+    everything, pointwise = conv_weights(False), conv_weights(True)
+    assert {k for k, _ in everything} == {1, 3, 5}  # the stem, depthwise 3x3 and 5x5, full 3x3, pointwise
+    assert all(int8 for _, int8 in everything)
+    assert all(int8 == (kernel == 1) for kernel, int8 in pointwise) and pointwise.total() == everything.total()
 
 
 @pytest.mark.parametrize("module, fmt, package, extra", [("ai_edge_litert", "tflite", "LiteRT", "litert"),

@@ -153,8 +153,8 @@ def test_auto_exports_every_installed_format(monkeypatch):
     from edgekd.runtime.tensorrt import require_tensorrt
 
     found = available_formats()
-    assert {"onnx", "onnx-fp16", "onnx-int8", "ort", "tflite", "tflite-int8", "executorch", "executorch-int8"} <= set(
-        found)  # the test extra installs LiteRT and ExecuTorch
+    assert {"onnx", "onnx-fp16", "onnx-int8", "ort", "tflite", "tflite-int8", "executorch", "executorch-int8",
+            "executorch-int8-pointwise"} <= set(found)  # the test extra installs LiteRT and ExecuTorch
     try:
         require_tensorrt()
     except Exception:
