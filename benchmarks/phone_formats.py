@@ -83,10 +83,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     results = for_both_students(args, lambda *a: measure_formats(*a, args.rounds))
-    print(f"\n{'model':<22}{'format':<17}{'runtime':<28}{'latency ms':>11}{'top-1':>8}{'KiB':>8}")
+    print(f"\n{'model':<22}{'format':<27}{'runtime':<28}{'latency ms':>11}{'top-1':>8}{'KiB':>8}")
     for model, rows in results.items():
         for fmt, r in rows.items():
-            print(f"{model:<22}{fmt:<17}{r['runtime'][:27]:<28}{r['latency_ms']:>11.4f}{r['acc']:>8.4f}"
+            print(f"{model:<22}{fmt:<27}{r['runtime'][:27]:<28}{r['latency_ms']:>11.4f}{r['acc']:>8.4f}"
                   f"{r['size_bytes'] / 1024:>8.0f}")
     print(f"\n{'model':<22}{'runtime':<20}{'int8 format':<27}{'int8 / fp32 latency':>20}{'top-1 drop (pts)':>18}")
     gains = {model: int8_gains(rows) for model, rows in results.items()}
