@@ -94,8 +94,8 @@ def main() -> None:
         for fmt, g in by_format.items():
             print(f"{model:<22}{g['runtime']:<20}{fmt:<27}{g['int8_vs_fp32']:>19.3f}x{g['acc_drop']:>18.2f}")
     student = gains["quick-start student"]
-    fair = {r: g for r, g in student.items() if g["acc_drop"] <= 1} or student
-    best = min(fair, key=lambda r: fair[r]["int8_vs_fp32"])
+    fair = {fmt: g for fmt, g in student.items() if g["acc_drop"] <= 1} or student
+    best = min(fair, key=lambda fmt: fair[fmt]["int8_vs_fp32"])
     met = fair[best]["int8_vs_fp32"] < 1 and fair[best]["acc_drop"] <= 1
     print(f"bar: a runtime's int8 faster than its fp32 with at most 1 point of top-1 drop: "
           f"{'met' if met else 'NOT met'} ({best}, {fair[best]['runtime']}: {fair[best]['int8_vs_fp32']:.3f}x, "

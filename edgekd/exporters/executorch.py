@@ -56,7 +56,7 @@ def executorch_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options
 
 
 def quantized_program(model: nn.Module, spec: ArchSpec, options: dict[str, Any], fmt: str,
-               quantize: Callable[[torch.fx.Node], bool] | None = None) -> torch.export.ExportedProgram:
+                      quantize: Callable[[torch.fx.Node], bool] | None = None) -> torch.export.ExportedProgram:
     """``model`` statically quantized for XNNPACK (per-channel symmetric weights), calibrated on
     ``options['calibration']``; with ``quantize``, only the graph nodes it accepts are quantized."""
     images = torch.from_numpy(calibration_images(options.get("calibration"), fmt))
