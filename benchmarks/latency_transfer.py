@@ -52,7 +52,7 @@ def tflite_file(spec, cache: Path) -> Path:
     from edgekd.core.arch import build
     from edgekd.exporters import get_format
 
-    target = cache / "tflite" / f"{spec.id}.tflite"
+    target = cache / "tflite-bands" / f"{spec.id}.tflite"  # not the conversions from before 7x7 depthwise bands
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,7 @@ from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import DeviceError
 from edgekd.exporters import calibration_images, quiet_converter_imports, register_format
+from edgekd.exporters.depthwise_bands import split_wide_depthwise
 from edgekd.runtime.litert import INSTALL_HINT, litert_version, open_tflite
 from edgekd.runtime.ort import Runner
 
@@ -59,7 +60,7 @@ def _sample(spec: ArchSpec) -> torch.Tensor:
 @register_format("tflite", open_litert, litert_version)
 def tflite_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model.tflite``: the fp32 model."""
-    return _convert(copy.deepcopy(model).cpu().eval(), _sample(spec), out_dir / "model.tflite")
+    return _convert(split_wide_depthwise(model).cpu().eval(), _sample(spec), out_dir / "model.tflite")
 
 
 @register_format("tflite-int8", open_litert, litert_version)
