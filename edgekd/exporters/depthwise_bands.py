@@ -4,8 +4,8 @@ LiteRT's XNNPACK delegate runs depthwise kernels of up to 25 taps (5x5) fast and
 project's x86 host, pointwise, depthwise and pointwise convolutions (48 channels, 16x16) took 0.27 ms in fp32
 with a 7x7 depthwise kernel and 0.018 ms with a 5x5 one; the 7x7 depthwise convolution alone took 0.264 ms whole
 and 0.049 ms in bands. A k x k depthwise convolution is the sum of depthwise convolutions over bands of its
-kernel's columns (k x 3, k x 3 and k x 1 for k = 7), each on the input padded once and shifted by its first
-column; the sum is the same convolution up to the order of the additions.
+kernel's columns (k x 3, k x 3 and k x 1 for k = 7 at stride 1), each padded as the whole kernel is and its
+output shifted by the band's first column; the sum is the same convolution up to the order of the additions.
 """
 
 from __future__ import annotations
@@ -31,24 +31,26 @@ def is_wide_depthwise(conv: nn.Module, max_taps: int = FAST_TAPS) -> bool:
 
 class BandedDepthwise(nn.Module):
     """A wide depthwise ``conv`` computed as depthwise convolutions over bands of its kernel's columns, each band
-    at most ``max_taps`` taps."""
+    at most ``max_taps`` taps and as wide as a multiple of the stride."""
 
     def __init__(self, conv: nn.Conv2d, max_taps: int = FAST_TAPS) -> None:
         super().__init__()
         self.conv = conv
-        k = conv.kernel_size[0]
-        width = max(1, max_taps // k)
+        k, stride = conv.kernel_size[0], conv.stride[1]
+        width = max(stride, max_taps // k // stride * stride)
         self.bands = [(lo, min(lo + width, k)) for lo in range(0, k, width)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        k, pad, stride = conv.kernel_size[0], conv.padding[0], conv.stride
-        padded = nn.functional.pad(x, (pad, pad, pad, pad))
-        out_w = (padded.shape[3] - k) // stride[1] + 1
+        k, pad, stride = conv.kernel_size[0], conv.padding, conv.stride
+        out_w = (x.shape[3] + 2 * pad[1] - k) // stride[1] + 1
         out = None
         for lo, hi in self.bands:
-            columns = padded[:, :, :, lo: lo + (out_w - 1) * stride[1] + hi - lo]
-            band = nn.functional.conv2d(columns, conv.weight[:, :, :, lo:hi], None, stride, 0, 1, conv.groups)
+            # each band padded as the whole kernel is, its outputs then shifted by its first column: no padding or
+            # slicing of the input, which litert-torch cannot convert once quantized where the input also feeds
+            # a residual add
+            wide = nn.functional.conv2d(x, conv.weight[:, :, :, lo:hi], None, stride, pad, 1, conv.groups)
+            band = wide[:, :, :, lo // stride[1]: lo // stride[1] + out_w]
             out = band if out is None else out + band
         return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
 

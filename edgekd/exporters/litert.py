@@ -12,7 +12,6 @@ that accepts it.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -75,7 +74,8 @@ def tflite_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, option
     sample = _sample(spec)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with torch.no_grad():
-        graph = prepare_pt2e(torch.export.export(copy.deepcopy(model).cpu().eval(), (sample,)).module(), quantizer)
+        graph = prepare_pt2e(torch.export.export(split_wide_depthwise(model).cpu().eval(), (sample,)).module(),
+                             quantizer)
         for image in torch.from_numpy(images):  # the exported graph has batch 1
             graph(image[None])
         graph = convert_pt2e(graph, fold_quantize=False)
