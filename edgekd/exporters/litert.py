@@ -3,7 +3,9 @@
 fp32 is converted as is. int8 is static PT2E quantization with litert-torch's quantizer (symmetric int8,
 per-channel weights), observers calibrated on ``options['calibration']``, the model's input and logits int8 too,
 as phones' int8 kernels (XNNPACK's, and NPUs') want them. Both take NCHW float32-shaped input, like the other
-formats. They run in ai-edge-litert's interpreter with XNNPACK (edgekd.runtime.litert).
+formats. They run in ai-edge-litert's interpreter with XNNPACK (edgekd.runtime.litert). In both, depthwise
+convolutions wider than 5x5 are first rewritten, exactly, as narrow bands that XNNPACK runs several times faster
+(edgekd.exporters.depthwise_bands).
 
 litert-torch 0.10 (the first release that accepts torch 2.14) pins ``litert-converter`` 0.5, which pins
 ``xdsl`` 0.28 and so ``typing-extensions<4.13``: that is why edgekd pins pydantic 2.11, the last pydantic
