@@ -58,12 +58,11 @@ class BandedDepthwise(nn.Module):
 def split_wide_depthwise(model: nn.Module, max_taps: int = FAST_TAPS) -> nn.Module:
     """A copy of ``model`` with every depthwise convolution wider than ``max_taps`` taps (``is_wide_depthwise``)
     replaced by its ``BandedDepthwise``; the same function."""
-    model = copy.deepcopy(model)
     if is_wide_depthwise(model, max_taps):
-        return BandedDepthwise(model, max_taps)
-    wide = [name for name, m in model.named_modules() if is_wide_depthwise(m, max_taps)]
-    for name in wide:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, BandedDepthwise(getattr(parent, child), max_taps))
+        return BandedDepthwise(copy.deepcopy(model), max_taps)
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if is_wide_depthwise(child, max_taps):
+                setattr(parent, name, BandedDepthwise(child, max_taps))
     return model
