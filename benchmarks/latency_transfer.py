@@ -19,15 +19,19 @@ by 10-20% over minutes, which would otherwise shift the ones measured first agai
    table + b), and the transfer from as many random architectures instead of spread ones.
 3. Ceiling: --ceiling of the held-out architectures measured a second time on every device, at the end of the
    run; how well the two agree (drift over the run included) is the most any predictor can reach there.
+--passes N: every device's protocol takes N passes, so each architecture's one measurement is the geometric mean
+of N timings at different moments (a shared host's contention moves a model's ratio to the reference over
+minutes, which one pass cannot average away; N times the timing, the same architectures).
 Bar: on every device whose measurements agree with themselves (>= 90% within ±10%), the transfer has >= 90%
 within ±10% and Kendall >= 0.85 from <= 30 measurements; the table >= 99% within ±10% from <= 300 (judged where
 ort-1t agrees with itself).
 Ends with one line of JSON: {"transfer_within10", "transfer_kendall" (the worst such device's),
 "transfer_measurements", "transfer_devices", "table_within10", "table_kendall", "table_measurements",
-"n_heldout", "ceiling": {device: {...}}, "devices": {device: {...}}}.
+"n_heldout", "passes", "ceiling": {device: {...}}, "devices": {device: {...}}}.
 
     python benchmarks/latency_transfer.py [--table-budget 300] [--transfer-budget 30] [--heldout 200]
         [--ceiling 40] [--convert-cache DIR] [--convert-only] [--save FILE] [--targets ort-2t,ort-int8,litert]
+        [--passes 1]
 """
 
 from __future__ import annotations
@@ -65,14 +69,14 @@ def tflite_file(spec, cache: Path) -> Path:
 
 class LiteRTDevice:
     """LiteRT fp32 with XNNPACK, one thread, in this process: each model timed against the reference model's
-    LiteRT conversion with the interleaved protocol (edgekd.runtime.protocol)."""
+    LiteRT conversion with the interleaved protocol (edgekd.runtime.protocol), in ``passes`` passes."""
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, passes: int) -> None:
         from edgekd.latency_models.measured import reference_arch
         from edgekd.runtime.litert import open_tflite
         from edgekd.runtime.timing import time_runner
 
-        self.cache = cache
+        self.cache, self.passes = cache, passes
         self.again = self  # nothing is cached: measuring again is measuring
         reference = reference_arch((1, 16, 16))
         self.reference_run = open_tflite(tflite_file(reference, cache), 1)
@@ -81,26 +85,30 @@ class LiteRTDevice:
     def __call__(self, specs: list) -> np.ndarray:
         from edgekd.core.ui import progress
         from edgekd.runtime.litert import open_tflite
-        from edgekd.runtime.protocol import Settings, block_sampler, calls_per_block, interleave
+        from edgekd.runtime.protocol import Settings, block_sampler, calls_per_block, combine_passes, interleave
 
         x = np.random.default_rng(0).standard_normal((1, 1, 16, 16), dtype=np.float32)
         reference = block_sampler(self.reference_run, x, calls_per_block(self.reference_run, x, 20))
-        out = []
-        with progress("timing on litert", len(specs)) as bar:
-            for spec in specs:
-                run = open_tflite(tflite_file(spec, self.cache), 1)
-                result = interleave(block_sampler(run, x, calls_per_block(run, x, 20)), reference, Settings())
-                out.append(result.ratio * self.reference_ms)
-                bar(advance=1)
-        return np.array(out)
+        samplers: dict[int, object] = {}
+        results: list[list] = [[] for _ in specs]
+        with progress("timing on litert", len(specs) * self.passes) as bar:
+            for p in range(self.passes):  # each pass in its own order, as MeasuredLatency's passes
+                for i in np.random.default_rng(p).permutation(len(specs)) if p else range(len(specs)):
+                    if i not in samplers:
+                        run = open_tflite(tflite_file(specs[i], self.cache), 1)
+                        samplers[i] = block_sampler(run, x, calls_per_block(run, x, 20))
+                    results[i].append(interleave(samplers[i], reference, Settings()))
+                    bar(advance=1)
+        return np.array([combine_passes(r).ratio * self.reference_ms for r in results])
 
 
-def ort_device(name: str, cache: Path, **fields):
-    """A MeasuredLatency of ONNX Runtime on this host with ``fields`` (threads, variant)."""
-    from edgekd.core.devices import LocalDevice, NamedDevice
+def ort_device(name: str, cache: Path, passes: int, **fields):
+    """A MeasuredLatency of ONNX Runtime on this host with ``fields`` (threads, variant), in ``passes`` passes."""
+    from edgekd.core.devices import LocalDevice, MeasurementProtocol, NamedDevice
     from edgekd.latency_models.measured import MeasuredLatency
 
-    latency = MeasuredLatency(NamedDevice(name=name, spec=LocalDevice(**fields)), cache)
+    protocol = MeasurementProtocol(passes=passes)
+    latency = MeasuredLatency(NamedDevice(name=name, spec=LocalDevice(**fields, protocol=protocol)), cache)
 
     def measure(specs: list) -> np.ndarray:
         from edgekd.pipeline.profile import measure_all
@@ -143,6 +151,9 @@ def main() -> None:
     parser.add_argument("--convert-only", action="store_true", help="make the LiteRT conversions and stop")
     parser.add_argument("--save", type=Path, help='write every measurement here, {device: {arch id: ms}, '
                         '"fitted": {device: {"spread" or "random": {arch id: ms}}}}')
+    parser.add_argument("--passes", type=int, default=1, help="measure every architecture on every device in this "
+                        "many passes, each in its own order (the protocol's passes): a measurement is still one per "
+                        "architecture, taken at several moments")
     parser.add_argument("--targets", type=names_of(TARGETS), default=TARGETS,
                         help=f"the devices to transfer to, of {', '.join(TARGETS)} (comma-separated)")
     args = parser.parse_args()
@@ -172,7 +183,7 @@ def main() -> None:
         return
 
     cache = latency_cache()
-    source = ort_device("ort-1t", cache, threads=1)
+    source = ort_device("ort-1t", cache, args.passes, threads=1)
     table_specs = spread_archs(space, args.table_budget, 0)
     table_ms, heldout_ms = shuffled(source, [table_specs, heldout])
     saved = {"ort-1t": {s.id: float(ms) for s, ms in zip(table_specs + heldout, [*table_ms, *heldout_ms],
@@ -186,9 +197,9 @@ def main() -> None:
     for kind, r in table_row.items():
         print(f"  {kind:<6} within ±10% {r['within10']:.1%}  Kendall {r['kendall']:.3f}  MAPE {r['mape']:.1%}")
 
-    devices = {"ort-2t": lambda: ort_device("ort-2t", cache, threads=2),
-               "ort-int8": lambda: ort_device("ort-int8", cache, threads=1, variant="int8"),
-               "litert": lambda: LiteRTDevice(convert_cache)}
+    devices = {"ort-2t": lambda: ort_device("ort-2t", cache, args.passes, threads=2),
+               "ort-int8": lambda: ort_device("ort-int8", cache, args.passes, threads=1, variant="int8"),
+               "litert": lambda: LiteRTDevice(convert_cache, args.passes)}
     rows = {}
     for name in targets:
         measure = devices[name]()
@@ -240,7 +251,7 @@ def main() -> None:
         rows[d]["transfer"]["kendall"] for d in steady or rows), "transfer_measurements": args.transfer_budget,
         "transfer_devices": steady, "table_within10": table_row["table"]["within10"],
         "table_kendall": table_row["table"]["kendall"], "table_measurements": args.table_budget,
-        "n_heldout": len(heldout), "ceiling": ceiling, "devices": rows}))
+        "n_heldout": len(heldout), "passes": args.passes, "ceiling": ceiling, "devices": rows}))
 
 
 if __name__ == "__main__":

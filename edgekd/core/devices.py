@@ -36,6 +36,11 @@ class MeasurementProtocol(BaseModel):
     drift_bound: Annotated[float, Field(gt=0, le=10)] = 0.15
     """interleaved: a measurement during which the reference moved more than this (coefficient of variation, or
     its median away from the session's) is redone."""
+    passes: Annotated[int, Field(ge=1, le=20)] = 1
+    """interleaved: each model measured in this many passes over the models measured together, each pass in its
+    own order, its ratio the geometric mean of the passes': on a shared host a model's ratio to the reference
+    moves by several percent over minutes (contention slows models unequally), which no precision within one
+    pass averages away."""
 
 
 class DeviceEntry(BaseModel):
@@ -231,7 +236,10 @@ class NamedDevice(BaseModel):
     @property
     def fingerprint(self) -> str:
         """Name plus a hash of every setting: a changed entry never reuses another entry's measurements."""
-        blob = json.dumps(self.spec.model_dump(), sort_keys=True)
+        settings = self.spec.model_dump()
+        if settings.get("protocol", {}).get("passes") == 1:  # an entry from before passes keeps its measurements
+            del settings["protocol"]["passes"]
+        blob = json.dumps(settings, sort_keys=True)
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 

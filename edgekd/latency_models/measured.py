@@ -21,7 +21,7 @@ from edgekd.exporters.onnx import export_onnx, to_fp16
 from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.latency_models.cache import MeasurementCache
 from edgekd.runtime import backend_for, device_conditions, measure_against
-from edgekd.runtime.protocol import Interleaved, settings_of, to_measurement
+from edgekd.runtime.protocol import Interleaved, combine_passes, settings_of, to_measurement
 
 
 def reference_arch(input_shape: tuple[int, ...]) -> ArchSpec:
@@ -125,6 +125,23 @@ class MeasuredLatency:
                 return self._with_conditions(self.backend.measure_many(paths))
             return [self.backend.measure_onnx(p, input_shape) for p in paths]
         reference, reference_ms = self.reference(input_shape)
+        per_pass, redone = [], np.zeros(len(paths), dtype=int)
+        for p in range(protocol.passes):
+            order = np.random.default_rng(p).permutation(len(paths)) if p else np.arange(len(paths))
+            found, again = self._one_pass([paths[i] for i in order], reference, input_shape, protocol)
+            per_pass.append(dict(zip(order, found, strict=True)))
+            redone[order] += again
+        results = [combine_passes([found[i] for found in per_pass]) for i in range(len(paths))]
+        s = self.device.spec
+        affinity = sorted(s.affinity) if getattr(s, "affinity", None) else None
+        runtime = getattr(self.backend, "runtime_for", lambda _: self.backend.runtime)
+        return self._with_conditions([to_measurement(r, reference_ms, s.threads, s.batch_size, runtime(p), affinity, n)
+                                      for r, n, p in zip(results, redone.tolist(), paths, strict=True)])
+
+    def _one_pass(self, paths: list[Path], reference: Path, input_shape: tuple[int, ...],
+                  protocol: MeasurementProtocol) -> tuple[list[Interleaved], list[int]]:
+        """Each of ``paths`` timed against ``reference`` once, a measurement during which the host drifted
+        redone; the results and whether each was redone."""
         settings = settings_of(protocol)
         results = measure_against(self.backend, paths, reference, input_shape, settings)
         redone = [0] * len(paths)
@@ -136,11 +153,7 @@ class MeasuredLatency:
                 results[i] = min(results[i], again, key=lambda r: (self._drifted(r, protocol.drift_bound),
                                                                    r.half_width))
             self.session_reference.append(results[i].reference_ms)
-        s = self.device.spec
-        affinity = sorted(s.affinity) if getattr(s, "affinity", None) else None
-        runtime = getattr(self.backend, "runtime_for", lambda _: self.backend.runtime)
-        return self._with_conditions([to_measurement(r, reference_ms, s.threads, s.batch_size, runtime(p), affinity, n)
-                                      for r, n, p in zip(results, redone, paths, strict=True)])
+        return results, redone
 
     def _with_conditions(self, measured: list[Measurement]) -> list[Measurement]:
         state = device_conditions(self.backend) or None

@@ -112,6 +112,22 @@ def interleave(candidate: Sampler, reference: Sampler, settings: Settings = Sett
                        float(ref.std() / ref.mean()), converged)
 
 
+def combine_passes(passes: list[Interleaved]) -> Interleaved:
+    """One result from a model's ``passes`` (measured at different moments): the geometric mean of their ratios,
+    with a 95% interval from the larger of their own spread and the passes' mean interval, each over the
+    number of passes; rounds and seconds summed, the host's figures of the median pass."""
+    if len(passes) == 1:
+        return passes[0]
+    logs = np.log([p.ratio for p in passes])
+    within = np.mean([(math.log(p.high / p.low) / (2 * Z95)) ** 2 for p in passes])
+    se = math.sqrt(max(within, float(np.var(logs, ddof=1))) / len(passes))
+    centre = float(logs.mean())
+    middle = sorted(passes, key=lambda p: p.ratio)[len(passes) // 2]
+    return Interleaved(math.exp(centre), math.exp(centre - Z95 * se), math.exp(centre + Z95 * se),
+                       sum(p.rounds for p in passes), sum(p.seconds for p in passes), middle.candidate_ms,
+                       middle.reference_ms, max(p.reference_cv for p in passes), all(p.converged for p in passes))
+
+
 def block_sampler(run: Callable[[np.ndarray], object], x: np.ndarray, calls: int,
                   statistic: Callable[[np.ndarray], float] = np.min) -> Sampler:
     """A sampler of ``run(x)``: ``statistic`` of the per-call times (ms) of ``calls`` calls in a row; by default the

@@ -21,7 +21,14 @@ from edgekd.latency_models.measured import MeasuredLatency, reference_arch
 from edgekd.latency_models.predictors import fit_predictor, interval_weights
 from edgekd.latency_models.stability import Stability, judge
 from edgekd.runtime.ort import open_onnx
-from edgekd.runtime.protocol import Interleaved, Settings, block_sampler, calls_per_block, interleave
+from edgekd.runtime.protocol import (
+    Interleaved,
+    Settings,
+    block_sampler,
+    calls_per_block,
+    combine_passes,
+    interleave,
+)
 from edgekd.spaces import make_space
 
 BURN = "import time\nend = time.time() + 30\nwhile time.time() < end:\n    pass\n"
@@ -237,3 +244,46 @@ def test_a_median_protocol_device_measures_as_before(tmp_path, fast_device):
     assert m.protocol == "median" and m.low_ms is None and m.repeats == 5
     assert device.fingerprint != fast_device.fingerprint
 
+
+
+def test_passes_combine_into_their_geometric_mean_with_an_interval_from_their_spread():
+    tight = [Interleaved(r, r * 0.99, r * 1.01, 20, 1.0, r, 1.0, 0.01, True) for r in (2.0, 2.2)]
+    both = combine_passes(tight)
+    assert both.ratio == pytest.approx(math.sqrt(2.0 * 2.2))
+    assert both.low < 2.0 < 2.2 < both.high  # the passes disagree beyond their own intervals: the spread counts
+    assert both.rounds == 40 and both.seconds == 2.0
+    wide = [Interleaved(2.0, 1.0, 4.0, 10, 1.0, 2.0, 1.0, 0.01, False)] * 2
+    assert combine_passes(wide).high < 4.0 and not combine_passes(wide).converged  # two agreeing passes: narrower
+    assert combine_passes(tight[:1]) is tight[0]
+
+
+def test_a_device_with_passes_times_every_model_once_per_pass_each_pass_in_its_own_order(tmp_path, fast_device,
+                                                                                          monkeypatch):
+    import edgekd.latency_models.measured as measured
+
+    space = make_space("mnas", 16, 1, 10, width=0.25)
+    specs = [space.decode(space.sample(random.Random(i))) for i in range(5)]
+    protocol = fast_device.spec.protocol.model_copy(update={"passes": 3, "drift_bound": 10})
+    device = fast_device.model_copy(update={"spec": fast_device.spec.model_copy(update={"protocol": protocol})})
+    assert device.fingerprint != fast_device.fingerprint  # passes count among the settings once set
+    real, orders = measured.measure_against, []
+
+    def recorded(backend, paths, *args):
+        orders.append([p.stem for p in paths])
+        return real(backend, paths, *args)
+
+    monkeypatch.setattr(measured, "measure_against", recorded)
+    ms = MeasuredLatency(device, tmp_path / "lat.sqlite").measure_many(specs)
+    assert len(orders) == 3 and all(sorted(o) == sorted(orders[0]) and len(o) == 5 for o in orders)
+    assert len({tuple(o) for o in orders}) == 3
+    assert all(m.rounds >= 3 * 10 and m.low_ms <= m.median_ms <= m.high_ms for m in ms)
+
+
+def test_an_entry_from_before_passes_keeps_its_fingerprint(fast_device):
+    import hashlib
+    import json
+
+    settings = fast_device.spec.model_dump()
+    del settings["protocol"]["passes"]
+    old = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    assert fast_device.fingerprint == f"test-cpu-{old}"
