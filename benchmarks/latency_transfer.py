@@ -92,8 +92,8 @@ class LiteRTDevice:
         samplers: dict[int, object] = {}
         results: list[list] = [[] for _ in specs]
         with progress("timing on litert", len(specs) * self.passes) as bar:
-            for p in range(self.passes):  # each pass in its own order, as MeasuredLatency's passes
-                for i in np.random.default_rng(p).permutation(len(specs)) if p else range(len(specs)):
+            for p in range(self.passes):  # every other pass reversed, as MeasuredLatency's passes
+                for i in range(len(specs))[::-1 if p % 2 else 1]:
                     if i not in samplers:
                         run = open_tflite(tflite_file(specs[i], self.cache), 1)
                         samplers[i] = block_sampler(run, x, calls_per_block(run, x, 20))
@@ -151,9 +151,8 @@ def main() -> None:
     parser.add_argument("--convert-only", action="store_true", help="make the LiteRT conversions and stop")
     parser.add_argument("--save", type=Path, help='write every measurement here, {device: {arch id: ms}, '
                         '"fitted": {device: {"spread" or "random": {arch id: ms}}}}')
-    parser.add_argument("--passes", type=int, default=1, help="measure every architecture on every device in this "
-                        "many passes, each in its own order (the protocol's passes): a measurement is still one per "
-                        "architecture, taken at several moments")
+    parser.add_argument("--passes", type=int, default=1, help="the protocol's passes on every device: each "
+                        "architecture's measurement the geometric mean of this many timings at different moments")
     parser.add_argument("--targets", type=names_of(TARGETS), default=TARGETS,
                         help=f"the devices to transfer to, of {', '.join(TARGETS)} (comma-separated)")
     args = parser.parse_args()

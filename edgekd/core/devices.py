@@ -37,10 +37,10 @@ class MeasurementProtocol(BaseModel):
     """interleaved: a measurement during which the reference moved more than this (coefficient of variation, or
     its median away from the session's) is redone."""
     passes: Annotated[int, Field(ge=1, le=20)] = 1
-    """interleaved: each model measured in this many passes over the models measured together, each pass in its
-    own order, its ratio the geometric mean of the passes': on a shared host a model's ratio to the reference
-    moves by several percent over minutes (contention slows models unequally), which no precision within one
-    pass averages away."""
+    """interleaved: each model measured in this many passes over the models measured together (every other pass
+    in reverse order), its ratio the geometric mean of the passes': on a shared host a model's ratio to the
+    reference moves by several percent over minutes (contention slows models unequally), which no precision
+    within one pass averages away."""
 
 
 class DeviceEntry(BaseModel):
