@@ -53,7 +53,8 @@ class MeasuredLatency:
 
     With the ``interleaved`` protocol each model is timed against ``reference_arch`` (its calibrated latency
     measured once per device and cached), and the session tracks the reference's own speed: a measurement
-    during which it moved beyond the device's ``drift_bound`` is redone once (``redone`` counts them)."""
+    during which it moved beyond the device's ``drift_bound`` is redone once (``redone`` counts them); with
+    ``passes`` above 1 the models measured together are timed in that many passes and each one's are combined."""
 
     def __init__(self, device: NamedDevice, cache_path: Path) -> None:
         self.device = device

@@ -245,7 +245,6 @@ def test_a_median_protocol_device_measures_as_before(tmp_path, fast_device):
     assert device.fingerprint != fast_device.fingerprint
 
 
-
 def test_passes_combine_into_their_geometric_mean_with_an_interval_from_their_spread():
     tight = [Interleaved(r, r * 0.99, r * 1.01, 20, 1.0, r, 1.0, 0.01, True) for r in (2.0, 2.2)]
     both = combine_passes(tight)
