@@ -85,15 +85,22 @@ class LiteRTDevice:
     def __call__(self, specs: list) -> np.ndarray:
         from edgekd.core.ui import progress
         from edgekd.runtime.litert import open_tflite
-        from edgekd.runtime.protocol import Settings, block_sampler, calls_per_block, combine_passes, interleave
+        from edgekd.runtime.protocol import (
+            Settings,
+            block_sampler,
+            calls_per_block,
+            combine_passes,
+            interleave,
+            pass_order,
+        )
 
         x = np.random.default_rng(0).standard_normal((1, 1, 16, 16), dtype=np.float32)
         reference = block_sampler(self.reference_run, x, calls_per_block(self.reference_run, x, 20))
         samplers: dict[int, object] = {}
         results: list[list] = [[] for _ in specs]
         with progress("timing on litert", len(specs) * self.passes) as bar:
-            for p in range(self.passes):  # every other pass reversed, as MeasuredLatency's passes
-                for i in range(len(specs))[::-1 if p % 2 else 1]:
+            for p in range(self.passes):
+                for i in pass_order(len(specs), p):
                     if i not in samplers:
                         run = open_tflite(tflite_file(specs[i], self.cache), 1)
                         samplers[i] = block_sampler(run, x, calls_per_block(run, x, 20))

@@ -21,7 +21,7 @@ from edgekd.exporters.onnx import export_onnx, to_fp16
 from edgekd.exporters.onnx_int8 import quantize_int8
 from edgekd.latency_models.cache import MeasurementCache
 from edgekd.runtime import backend_for, device_conditions, measure_against
-from edgekd.runtime.protocol import Interleaved, combine_passes, settings_of, to_measurement
+from edgekd.runtime.protocol import Interleaved, combine_passes, pass_order, settings_of, to_measurement
 
 
 def reference_arch(input_shape: tuple[int, ...]) -> ArchSpec:
@@ -128,9 +128,7 @@ class MeasuredLatency:
         reference, reference_ms = self.reference(input_shape)
         per_pass, redone = [], np.zeros(len(paths), dtype=int)
         for p in range(protocol.passes):
-            # every other pass reversed: over a pair every model's mean moment is the same, so a drift of the
-            # ratios that is linear in time over the pair moves every model alike
-            order = np.arange(len(paths))[::-1 if p % 2 else 1]
+            order = np.array(pass_order(len(paths), p))
             found, again = self._one_pass([paths[i] for i in order], reference, input_shape, protocol)
             per_pass.append(dict(zip(order, found, strict=True)))
             redone[order] += again

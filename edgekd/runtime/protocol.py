@@ -112,6 +112,12 @@ def interleave(candidate: Sampler, reference: Sampler, settings: Settings = Sett
                        float(ref.std() / ref.mean()), converged)
 
 
+def pass_order(n: int, p: int) -> range:
+    """The order in which pass ``p`` measures ``n`` models: every other pass reversed, so that over a pair every
+    model's mean moment is the same (a drift of the ratios linear in time over the pair moves every model alike)."""
+    return range(n)[::-1] if p % 2 else range(n)
+
+
 def combine_passes(passes: list[Interleaved]) -> Interleaved:
     """One result from a model's ``passes`` (measured at different moments): the geometric mean of their ratios,
     with a 95% interval from the larger of their own spread and the passes' mean interval, each over the
