@@ -1,6 +1,7 @@
-"""Wide depthwise convolutions rewritten as column bands of narrow ones, exactly, for LiteRT's XNNPACK delegate.
+"""Wide depthwise convolutions rewritten as column bands of narrow ones, exactly, for XNNPACK (LiteRT, ExecuTorch).
 
-LiteRT's XNNPACK delegate runs depthwise kernels of up to 25 taps (5x5) fast and wider ones far slower: on this
+XNNPACK runs depthwise kernels of up to 25 taps (5x5) fast and wider ones far slower (ExecuTorch's runs a 7x7
+one as an IGEMM, and the quick-start student's program took half the time in bands): in LiteRT's delegate, on this
 project's x86 host, pointwise, depthwise and pointwise convolutions (48 channels, 16x16) took 0.27 ms in fp32
 with a 7x7 depthwise kernel and 0.018 ms with a 5x5 one; the 7x7 depthwise convolution alone took 0.264 ms whole
 and 0.049 ms in bands. A k x k depthwise convolution is the sum of depthwise convolutions over bands of its
@@ -39,17 +40,21 @@ class BandedDepthwise(nn.Module):
         k, stride = conv.kernel_size[0], conv.stride[1]
         width = max(stride, max_taps // k // stride * stride)
         self.bands = [(lo, min(lo + width, k)) for lo in range(0, k, width)]
+        # each band's weights a parameter of its own, not a slice taken in forward: exported graphs then hold them
+        # as constants, which ExecuTorch's XNNPACK partitioner requires of an fp32 convolution
+        self.band_weights = nn.ParameterList(nn.Parameter(conv.weight.detach()[:, :, :, lo:hi].clone(),
+                                                          requires_grad=False) for lo, hi in self.bands)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         k, pad, stride = conv.kernel_size[0], conv.padding, conv.stride
         out_w = (x.shape[3] + 2 * pad[1] - k) // stride[1] + 1
         out = None
-        for lo, hi in self.bands:
+        for (lo, _), weight in zip(self.bands, self.band_weights, strict=True):
             # each band padded as the whole kernel is, its outputs then shifted by its first column: no padding or
             # slicing of the input, which litert-torch cannot convert once quantized where the input also feeds
             # a residual add
-            wide = nn.functional.conv2d(x, conv.weight[:, :, :, lo:hi], None, stride, pad, 1, conv.groups)
+            wide = nn.functional.conv2d(x, weight, None, stride, pad, 1, conv.groups)
             band = wide[:, :, :, lo // stride[1]: lo // stride[1] + out_w]
             out = band if out is None else out + band
         return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)

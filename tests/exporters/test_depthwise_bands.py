@@ -1,4 +1,5 @@
-"""Wide depthwise convolutions as bands of narrow ones: the same function, and narrow kernels in LiteRT."""
+"""Wide depthwise convolutions as bands of narrow ones: the same function, narrow kernels in LiteRT, and
+every band in ExecuTorch's XNNPACK delegate."""
 
 import importlib.util
 
@@ -38,25 +39,33 @@ def test_only_wide_depthwise_convolutions_are_rewritten():
     assert isinstance(split_wide_depthwise(wide), BandedDepthwise)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None,
-                    reason="litert-torch is not installed (extra litert)")
-def test_the_tflite_exports_give_litert_only_narrow_depthwise_kernels(tmp_path):
-    """fp32 and int8, on a residual block whose wide depthwise convolution comes first: its input also feeds the
-    add (litert-torch could not convert quantized bands that padded or sliced such an input themselves)."""
-    from ai_edge_litert.interpreter import Interpreter
-
+@pytest.fixture
+def wide_residual_net():
+    """A network, images and its logits: a residual block whose 7x7 depthwise convolution comes first (its input
+    also feeds the add), then one at stride 2."""
     from edgekd.core.arch import ArchSpec, BlockSpec, build
-    from edgekd.exporters import get_format
-    from edgekd.runtime.litert import open_tflite
 
     spec = ArchSpec(resolution=12, in_channels=3, num_classes=10, stem_channels=16, head_channels=32,
                     blocks=(BlockSpec(op="dsconv", kernel=7, out_channels=16, residual=True),
                             BlockSpec(op="mbconv", kernel=7, expand=2, out_channels=24, stride=2)))
     torch.manual_seed(0)
     model = build(spec).eval()
-    x = np.random.default_rng(0).standard_normal((32, 3, 12, 12), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((16, 3, 12, 12), dtype=np.float32)
     with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
+        return spec, model, x, model(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None,
+                    reason="litert-torch is not installed (extra litert)")
+def test_the_tflite_exports_give_litert_only_narrow_depthwise_kernels(tmp_path, wide_residual_net):
+    """fp32 and int8, on a residual block whose wide depthwise convolution comes first: its input also feeds the
+    add (litert-torch could not convert quantized bands that padded or sliced such an input themselves)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekd.exporters import get_format
+    from edgekd.runtime.litert import open_tflite
+
+    spec, model, x, ref = wide_residual_net
     for fmt in ("tflite", "tflite-int8"):
         path = get_format(fmt).export(model, spec, tmp_path / fmt, {"calibration": x})
         interpreter = Interpreter(model_path=str(path))
@@ -70,3 +79,40 @@ def test_the_tflite_exports_give_litert_only_narrow_depthwise_kernels(tmp_path):
             assert np.abs(logits - ref).max() < 1e-4
         else:  # int8 of an untrained network: logits that follow PyTorch's
             assert np.corrcoef(logits.ravel(), ref.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+                    reason="ExecuTorch is not installed (extra executorch)")
+def test_the_executorch_exports_delegate_every_band_to_xnnpack(tmp_path, wide_residual_net):
+    """fp32 and int8 but pointwise: XNNPACK's partitioner takes an fp32 convolution only with constant weights, so
+    a band's weights are not sliced at run time; nothing but layout copies is left outside the delegate."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+
+    from edgekd.exporters import executorch as et
+    from edgekd.runtime.executorch import open_pte
+
+    spec, model, x, ref = wide_residual_net
+    programs = {"executorch": et._capture(et._banded(model), spec),
+                "executorch-int8-pointwise": et.quantized_program(
+                    model, spec, {"calibration": x}, "executorch-int8-pointwise", et.int8_in_pointwise)}
+    for fmt, program in programs.items():
+        bands = [n for n in program.graph.nodes if n.target is torch.ops.aten.conv2d.default
+                 and n.args[1].meta["val"].shape[2:] in ((7, 1), (7, 2), (7, 3))]
+        assert len(bands) == 7, fmt
+        sums = [n for n in program.graph.nodes if n.target is torch.ops.aten.add.Tensor
+                and any(a.target is torch.ops.aten.slice.Tensor for a in n.all_input_nodes)]
+        # the bands' sums, 3 bands at stride 1 and 4 at stride 2, in fp32 (int8-pointwise: with the bands)
+        assert len(sums) == 5 and not any("dequantize" in str(a.target) for n in sums for a in n.all_input_nodes)
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        left = get_delegation_info(lowered.exported_program().graph_module).get_operator_delegation_dataframe()
+        left = left[(left.occurrences_in_non_delegated_graphs > 0) & (left.op_type != "Total")]
+        assert set(left.op_type) <= {"dim_order_ops__to_dim_order_copy_default", "getitem"}, (fmt, left)
+        path = tmp_path / f"{fmt}.pte"
+        path.write_bytes(lowered.to_executorch().buffer)
+        logits = np.concatenate([open_pte(path, 1)(image[None]) for image in x])
+        if fmt == "executorch":
+            assert np.abs(logits - ref).max() < 1e-4
+        else:  # int8 of an untrained network: logits that follow PyTorch's
+            assert np.corrcoef(logits.ravel(), ref.ravel())[0, 1] > 0.95, fmt

@@ -261,13 +261,13 @@ def test_tflite_int8_takes_and_gives_int8_as_phone_kernels_want(phone_export):
 
 @pytest.mark.skipif(_missing("executorch.exir") is not None, reason=str(_missing("executorch.exir")))
 def test_executorch_int8_pointwise_keeps_only_the_larger_convolutions_in_fp32(trained):
-    from edgekd.exporters.executorch import is_spatial_conv, quantized_program
+    from edgekd.exporters.executorch import int8_in_pointwise, quantized_program
 
     model, spec, *_, calibration = trained
 
     def conv_weights(only_pointwise: bool) -> Counter:
         """(kernel, whether its weight is dequantized from int8) of every convolution of the quantized program."""
-        quantize = (lambda n: not is_spatial_conv(n)) if only_pointwise else None
+        quantize = int8_in_pointwise if only_pointwise else None
         graph = quantized_program(model, spec, {"calibration": calibration}, "executorch-int8", quantize).graph
         return Counter((max(n.args[1].meta["val"].shape[2:]), "dequantize" in str(n.args[1].target))
                        for n in graph.nodes if n.target is torch.ops.aten.conv2d.default)
