@@ -36,35 +36,36 @@ class BandedDepthwise(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, max_taps: int = FAST_TAPS) -> None:
         super().__init__()
-        self.conv = conv
-        k, stride = conv.kernel_size[0], conv.stride[1]
-        width = max(stride, max_taps // k // stride * stride)
-        self.bands = [(lo, min(lo + width, k)) for lo in range(0, k, width)]
-        # each band's weights a parameter of its own, not a slice taken in forward: exported graphs then hold them
-        # as constants, which ExecuTorch's XNNPACK partitioner requires of an fp32 convolution
+        self.kernel, self.groups = conv.kernel_size[0], conv.groups
+        self.padding, self.stride = conv.padding, conv.stride
+        width = max(self.stride[1], max_taps // self.kernel // self.stride[1] * self.stride[1])
+        self.bands = [(lo, min(lo + width, self.kernel)) for lo in range(0, self.kernel, width)]
+        # each band's weights a parameter of its own, not a slice of the whole kernel taken in forward (nor the whole
+        # kept beside them): exported graphs then hold just the bands as constants, which ExecuTorch's XNNPACK
+        # partitioner requires of an fp32 convolution
         self.band_weights = nn.ParameterList(nn.Parameter(conv.weight.detach()[:, :, :, lo:hi].clone(),
                                                           requires_grad=False) for lo, hi in self.bands)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
-        k, pad, stride = conv.kernel_size[0], conv.padding, conv.stride
-        out_w = (x.shape[3] + 2 * pad[1] - k) // stride[1] + 1
+        pad, stride = self.padding, self.stride
+        out_w = (x.shape[3] + 2 * pad[1] - self.kernel) // stride[1] + 1
         out = None
         for (lo, _), weight in zip(self.bands, self.band_weights, strict=True):
             # each band padded as the whole kernel is, its outputs then shifted by its first column: no padding or
             # slicing of the input, which litert-torch cannot convert once quantized where the input also feeds
             # a residual add
-            wide = nn.functional.conv2d(x, weight, None, stride, pad, 1, conv.groups)
+            wide = nn.functional.conv2d(x, weight, None, stride, pad, 1, self.groups)
             band = wide[:, :, :, lo // stride[1]: lo // stride[1] + out_w]
             out = band if out is None else out + band
-        return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
 def split_wide_depthwise(model: nn.Module, max_taps: int = FAST_TAPS) -> nn.Module:
     """A copy of ``model`` with every depthwise convolution wider than ``max_taps`` taps (``is_wide_depthwise``)
     replaced by its ``BandedDepthwise``; the same function."""
     if is_wide_depthwise(model, max_taps):
-        return BandedDepthwise(copy.deepcopy(model), max_taps)
+        return BandedDepthwise(model, max_taps)  # its weights copied
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
