@@ -44,7 +44,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from arguments import names_of
+from arguments import names_of, positive_int
 
 SPACE = ("mnas", 16, 1, 10, 0.25)
 SEEDS = {"heldout": 1000, "transfer": 2}
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--convert-only", action="store_true", help="make the LiteRT conversions and stop")
     parser.add_argument("--save", type=Path, help='write every measurement here, {device: {arch id: ms}, '
                         '"fitted": {device: {"spread" or "random": {arch id: ms}}}}')
-    parser.add_argument("--passes", type=int, default=1, help="the protocol's passes on every device: each "
+    parser.add_argument("--passes", type=positive_int, default=1, help="the protocol's passes on every device: each "
                         "architecture's measurement the geometric mean of this many timings at different moments")
     parser.add_argument("--targets", type=names_of(TARGETS), default=TARGETS,
                         help=f"the devices to transfer to, of {', '.join(TARGETS)} (comma-separated)")

@@ -72,3 +72,9 @@ def split_wide_depthwise(model: nn.Module, max_taps: int = FAST_TAPS) -> nn.Modu
             if is_wide_depthwise(child, max_taps):
                 setattr(parent, name, BandedDepthwise(child, max_taps))
     return model
+
+
+def for_xnnpack(model: nn.Module) -> nn.Module:
+    """What the XNNPACK exporters (LiteRT, ExecuTorch) convert: a copy of ``model`` on the CPU for inference, its
+    wide depthwise convolutions in bands."""
+    return split_wide_depthwise(model).cpu().eval()

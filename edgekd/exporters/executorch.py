@@ -24,7 +24,7 @@ from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import DeviceError
 from edgekd.exporters import calibration_images, quiet_converter_imports, register_format
-from edgekd.exporters.depthwise_bands import split_wide_depthwise
+from edgekd.exporters.depthwise_bands import for_xnnpack
 from edgekd.runtime.executorch import INSTALL_HINT, executorch_version, open_pte
 from edgekd.runtime.ort import Runner
 
@@ -39,11 +39,6 @@ def open_executorch(path: Path, device: NamedDevice) -> Runner:
 
 def _capture(model: nn.Module, spec: ArchSpec) -> torch.export.ExportedProgram:
     return torch.export.export(model, (torch.zeros(1, *spec.input_shape),))
-
-
-def _banded(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` on the CPU for inference, its wide depthwise convolutions in bands."""
-    return split_wide_depthwise(model).cpu().eval()
 
 
 def _lower(program: torch.export.ExportedProgram, path: Path) -> Path:
@@ -62,7 +57,7 @@ def _lower(program: torch.export.ExportedProgram, path: Path) -> Path:
 @register_format("executorch", open_executorch, executorch_version)
 def executorch_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model.pte``: the fp32 model, XNNPACK-delegated."""
-    return _lower(_capture(_banded(model), spec), out_dir / "model.pte")
+    return _lower(_capture(for_xnnpack(model), spec), out_dir / "model.pte")
 
 
 def quantized_program(model: nn.Module, spec: ArchSpec, options: dict[str, Any], fmt: str,
@@ -83,7 +78,7 @@ def quantized_program(model: nn.Module, spec: ArchSpec, options: dict[str, Any],
     if quantize is not None:
         quantizer.set_filter_function(quantize)
     with torch.no_grad():
-        graph = prepare_pt2e(_capture(_banded(model), spec).module(), quantizer)
+        graph = prepare_pt2e(_capture(for_xnnpack(model), spec).module(), quantizer)
         for image in images:
             graph(image[None])
         quantized = convert_pt2e(graph)

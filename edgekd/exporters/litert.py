@@ -26,7 +26,7 @@ from edgekd.core.arch import ArchSpec
 from edgekd.core.devices import NamedDevice
 from edgekd.core.errors import DeviceError
 from edgekd.exporters import calibration_images, quiet_converter_imports, register_format
-from edgekd.exporters.depthwise_bands import split_wide_depthwise
+from edgekd.exporters.depthwise_bands import for_xnnpack
 from edgekd.runtime.litert import INSTALL_HINT, litert_version, open_tflite
 from edgekd.runtime.ort import Runner
 
@@ -61,7 +61,7 @@ def _sample(spec: ArchSpec) -> torch.Tensor:
 @register_format("tflite", open_litert, litert_version)
 def tflite_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, options: dict[str, Any]) -> Path:
     """``model.tflite``: the fp32 model."""
-    return _convert(split_wide_depthwise(model).cpu().eval(), _sample(spec), out_dir / "model.tflite")
+    return _convert(for_xnnpack(model), _sample(spec), out_dir / "model.tflite")
 
 
 @register_format("tflite-int8", open_litert, litert_version)
@@ -76,8 +76,7 @@ def tflite_int8_exporter(model: nn.Module, spec: ArchSpec, out_dir: Path, option
     sample = _sample(spec)
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     with torch.no_grad():
-        graph = prepare_pt2e(torch.export.export(split_wide_depthwise(model).cpu().eval(), (sample,)).module(),
-                             quantizer)
+        graph = prepare_pt2e(torch.export.export(for_xnnpack(model), (sample,)).module(), quantizer)
         for image in torch.from_numpy(images):  # the exported graph has batch 1
             graph(image[None])
         graph = convert_pt2e(graph, fold_quantize=False)

@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.exporters.depthwise_bands import BandedDepthwise, is_wide_depthwise, split_wide_depthwise
+from edgekd.exporters.depthwise_bands import (
+    BandedDepthwise,
+    for_xnnpack,
+    is_wide_depthwise,
+    split_wide_depthwise,
+)
 
 
 @pytest.mark.parametrize("kernel, stride, bias, side", [(7, 1, False, 16), (7, 2, True, 15), (9, 2, False, 8),
@@ -94,7 +99,7 @@ def test_the_executorch_exports_delegate_every_band_to_xnnpack(tmp_path, wide_re
     from edgekd.runtime.executorch import open_pte
 
     spec, model, x, ref = wide_residual_net
-    programs = {"executorch": et._capture(et._banded(model), spec),
+    programs = {"executorch": et._capture(for_xnnpack(model), spec),
                 "executorch-int8-pointwise": et.quantized_program(
                     model, spec, {"calibration": x}, "executorch-int8-pointwise", et.int8_in_pointwise)}
     for fmt, program in programs.items():
