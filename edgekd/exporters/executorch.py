@@ -41,16 +41,21 @@ def _capture(model: nn.Module, spec: ArchSpec) -> torch.export.ExportedProgram:
     return torch.export.export(model, (torch.zeros(1, *spec.input_shape),))
 
 
-def _lower(program: torch.export.ExportedProgram, path: Path) -> Path:
+def to_xnnpack(program: torch.export.ExportedProgram) -> Any:
+    """``program`` lowered to the XNNPACK delegate by ExecuTorch's partitioner (an EdgeProgramManager, not yet
+    serialised)."""
     quiet_converter_imports()
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
     except ImportError as exc:
         raise DeviceError(f"ExecuTorch is not installed: {INSTALL_HINT}") from exc
-    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+
+
+def _lower(program: torch.export.ExportedProgram, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(lowered.buffer)
+    path.write_bytes(to_xnnpack(program).to_executorch().buffer)
     return path
 
 

@@ -91,9 +91,7 @@ def test_the_tflite_exports_give_litert_only_narrow_depthwise_kernels(tmp_path, 
 def test_the_executorch_exports_delegate_every_band_to_xnnpack(tmp_path, wide_residual_net):
     """fp32 and int8 but pointwise: XNNPACK's partitioner takes an fp32 convolution only with constant weights, so
     a band's weights are not sliced at run time; nothing but layout copies is left outside the delegate."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
-    from executorch.exir import to_edge_transform_and_lower
 
     from edgekd.exporters import executorch as et
     from edgekd.runtime.executorch import open_pte
@@ -110,7 +108,7 @@ def test_the_executorch_exports_delegate_every_band_to_xnnpack(tmp_path, wide_re
                 and any(a.target is torch.ops.aten.slice.Tensor for a in n.all_input_nodes)]
         # the bands' sums, 3 bands at stride 1 and 4 at stride 2, in fp32 (int8-pointwise: with the bands)
         assert len(sums) == 5 and not any("dequantize" in str(a.target) for n in sums for a in n.all_input_nodes)
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        lowered = et.to_xnnpack(program)  # as the exporters lower it
         left = get_delegation_info(lowered.exported_program().graph_module).get_operator_delegation_dataframe()
         left = left[(left.occurrences_in_non_delegated_graphs > 0) & (left.op_type != "Total")]
         assert set(left.op_type) <= {"dim_order_ops__to_dim_order_copy_default", "getitem"}, (fmt, left)
