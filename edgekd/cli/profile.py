@@ -42,7 +42,7 @@ def profile(
 ) -> None:
     """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
     from edgekd.core.ui import summary
-    from edgekd.pipeline.profile import BEST, profile
+    from edgekd.pipeline.profile import BEST, STEADY_WITHIN10, profile
 
     report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
                      out, imported, budget, transfer_from)
@@ -50,12 +50,18 @@ def profile(
                f"{r['kendall']:.3f}, {r['predict_s_per_arch'] * 1e3:.3f} ms per prediction"
                + (f" ({r['speedup']:.0f}x cheaper)" if r.get("speedup") else "")
             for k, r in report["predictors"].items()}
-    if "measurement_ceiling" in report:
-        ceiling = report["measurement_ceiling"]
+    ceiling = report.get("measurement_ceiling")  # none where the latencies were imported
+    if ceiling:
         rows["measurement ceiling"] = (f"a second measurement agrees with the first: within ±10% "
                                        f"{ceiling['within10']:.1%}, Kendall {ceiling['kendall']:.3f} "
                                        f"({report['redone_for_drift']} measurements redone for drift)")
     summary(f"{device}: {report['n_heldout']} held-out architectures", rows)
+    if ceiling and ceiling["within10"] < STEADY_WITHIN10:
+        console.print(f"[yellow]warning[/]: {device} does not agree with itself: a second measurement of the held-out "
+                      f"architectures lies within ±10% of the first for {ceiling['within10']:.0%} of them (fewer than "
+                      f"{STEADY_WITHIN10:.0%}), so the figures above measure its noise as much as the predictors' "
+                      "error. Profile it again when it is quiet, or give its devices.yaml entry more passes "
+                      "(`protocol: {kind: interleaved, passes: 3}`; README: Passes).")
     why = ", the most accurate here" if kind == BEST else ""
     console.print(f"saved {report['chosen_file']} ({report['chosen']}{why}); use it with a devices.yaml entry "
                   f"`kind: predictor` and `file: {report['chosen_file']}`")

@@ -128,6 +128,11 @@ def evaluate_predictors(
     return fitted, rows
 
 
+STEADY_WITHIN10 = 0.9
+"""A device agrees with itself where at least this share of its re-measured architectures lie within ±10% of their
+first measurement; below it a predictor's held-out figures measure the device's noise as much as its own error."""
+
+
 def measurement_ceiling(latency: MeasuredLatency, specs: list[ArchSpec], first: list[float]) -> dict[str, float]:
     """How well a second measurement of ``specs`` agrees with the first (``first``): no predictor can agree with
     the measurements better than they agree with themselves."""

@@ -4,12 +4,14 @@ import csv
 import json
 import random
 import re
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.core.errors import ConfigError
+from edgekd.core.ui import console
 from edgekd.data import load_data
 from edgekd.latency_models.features import total_mmacs
 from edgekd.latency_models.measured import MeasuredLatency
@@ -69,6 +71,27 @@ def test_profile_command(tmp_path, fast_devices_yaml):
     for bad in (["--archs", "9"], ["--heldout", "1"]):
         result = CliRunner().invoke(app, ["profile", "--device", "cpu", *bad])
         assert result.exit_code == 2 and "profiling needs at least 10" in result.output  # before measuring
+
+
+def test_profile_warns_where_the_device_does_not_agree_with_itself(tmp_path, fast_devices_yaml, monkeypatch):
+    fast_devices_yaml({"cpu": 1})
+    args = ["profile", "--device", "cpu", "--archs", "10", "--heldout", "4", "--data", "synthetic", "--resolution", "8",
+            "--kind", "lut", "--no-blocks"]
+    assert CliRunner().invoke(app, args).exit_code == 0  # every architecture measured and cached
+    monkeypatch.setattr(console, "quiet", False)
+    for slowdown, warned in ((1.0, False), (2.0, True)):
+        # the ceiling's second measurement: the first again (a steady host), or the host at half its speed since
+        # (every architecture is cached, so measure_many returns the first measurements)
+        monkeypatch.setattr(MeasuredLatency, "remeasure", lambda self, specs, *a, f=slowdown, **k: [
+            replace(m, median_ms=m.median_ms * f) for m in self.measure_many(specs)])
+        with console.capture() as captured:
+            result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "predictors" / "cpu-profile.json").read_text())
+        assert report["measurement_ceiling"]["within10"] == (0.0 if warned else 1.0)
+        output = " ".join(captured.get().split())  # the console wraps lines
+        assert ("cpu does not agree with itself" in output and "within ±10% of the first for 0% of them" in output
+                and "passes: 3" in output) == warned, output
 
 
 def test_profile_spends_a_budget_on_spread_architectures_and_transfers_another_devices_predictor(
