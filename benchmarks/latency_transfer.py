@@ -172,7 +172,7 @@ def main() -> None:
     from edgekd.latency_models.predictors import fit_predictor
     from edgekd.latency_models.transfer import fit_transfer
     from edgekd.pipeline.context import latency_cache
-    from edgekd.pipeline.profile import STEADY_WITHIN10, sample_archs, spread_archs
+    from edgekd.pipeline.profile import STEADY_WITHIN10, agrees_with_itself, sample_archs, spread_archs
     from edgekd.spaces import make_space
 
     space = make_space(SPACE[0], *SPACE[1:4], width=SPACE[4])
@@ -241,8 +241,9 @@ def main() -> None:
     for name, c in ceiling.items():
         print(f"  {name:<9} {c['within10']:.1%} / {c['kendall']:.3f}")
     # no predictor can agree with a device better than the device agrees with itself
-    steady = [d for d in rows if ceiling[d]["within10"] >= STEADY_WITHIN10]
-    print(f"devices whose measurements agree with themselves (>= 90% within ±10%): {', '.join(steady) or 'none'}")
+    steady = [d for d in rows if agrees_with_itself(ceiling[d])]
+    print(f"devices whose measurements agree with themselves (>= {STEADY_WITHIN10:.0%} within ±10%): "
+          f"{', '.join(steady) or 'none'}")
     worst = min(steady or rows, key=lambda d: (rows[d]["transfer"]["within10"], rows[d]["transfer"]["kendall"]))
     t = rows[worst]["transfer"]
     transfer_met = bool(steady) and all(
@@ -252,7 +253,7 @@ def main() -> None:
     print(f"bar: transfer >= 90% within ±10% and Kendall >= 0.85 from {args.transfer_budget} measurements on every "
           f"such device: {'met' if transfer_met else 'NOT met'} (worst {worst}{'' if steady else unsteady}); table "
           f">= 99% within ±10% from {args.table_budget}: {'met' if table_met else 'NOT met'}"
-          f"{'' if ceiling['ort-1t']['within10'] >= STEADY_WITHIN10 else unsteady}")
+          f"{'' if agrees_with_itself(ceiling['ort-1t']) else unsteady}")
     print(json.dumps({"transfer_within10": t["within10"], "transfer_kendall": min(
         rows[d]["transfer"]["kendall"] for d in steady or rows), "transfer_measurements": args.transfer_budget,
         "transfer_devices": steady, "table_within10": table_row["table"]["within10"],

@@ -42,7 +42,7 @@ def profile(
 ) -> None:
     """Measure a device on random architectures (resumable), fit every predictor, report on held-out ones."""
     from edgekd.core.ui import summary
-    from edgekd.pipeline.profile import BEST, STEADY_WITHIN10, profile
+    from edgekd.pipeline.profile import BEST, STEADY_WITHIN10, agrees_with_itself, profile
 
     report = profile(device, devices_file, archs, heldout, kind, blocks, data, resolution, space, space_width, seed,
                      out, imported, budget, transfer_from)
@@ -56,7 +56,7 @@ def profile(
                                        f"{ceiling['within10']:.1%}, Kendall {ceiling['kendall']:.3f} "
                                        f"({report['redone_for_drift']} measurements redone for drift)")
     summary(f"{device}: {report['n_heldout']} held-out architectures", rows)
-    if ceiling and ceiling["within10"] < STEADY_WITHIN10:
+    if ceiling and not agrees_with_itself(ceiling):
         console.print(f"[yellow]warning[/]: {device} does not agree with itself: a second measurement of the held-out "
                       f"architectures lies within ±10% of the first for {ceiling['within10']:.0%} of them (fewer than "
                       f"{STEADY_WITHIN10:.0%}), so the figures above measure its noise as much as the predictors' "

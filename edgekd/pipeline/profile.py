@@ -133,6 +133,12 @@ STEADY_WITHIN10 = 0.9
 first measurement; below it a predictor's held-out figures measure the device's noise as much as its own error."""
 
 
+def agrees_with_itself(ceiling: dict[str, float]) -> bool:
+    """Whether a device's second measurement (``measurement_ceiling``'s report) agrees with its first one well
+    enough for predictors to be judged on it."""
+    return ceiling["within10"] >= STEADY_WITHIN10
+
+
 def measurement_ceiling(latency: MeasuredLatency, specs: list[ArchSpec], first: list[float]) -> dict[str, float]:
     """How well a second measurement of ``specs`` agrees with the first (``first``): no predictor can agree with
     the measurements better than they agree with themselves."""
