@@ -7,14 +7,20 @@ with a 7x7 depthwise kernel and 0.018 ms with a 5x5 one; the 7x7 depthwise convo
 and 0.049 ms in bands. A k x k depthwise convolution is the sum of depthwise convolutions over bands of its
 kernel's columns (k x 3, k x 3 and k x 1 for k = 7 at stride 1), each padded as the whole kernel is and its
 output shifted by the band's first column; the sum is the same convolution up to the order of the additions.
+
+What the XNNPACK exporters convert (``for_xnnpack``) also has its BatchNorms folded into the convolutions before
+them: the same function, and no BatchNorm left for torchao's ``convert_pt2e`` to look for conv-BN patterns (that
+search took 20 s of every int8 export, even of a tiny model, wherever one BatchNorm was left, as after bands).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 FAST_TAPS = 25
 """The most taps of a depthwise kernel that LiteRT's XNNPACK delegate ran fast here (5x5)."""
@@ -54,11 +60,11 @@ class BandedDepthwise(nn.Module):
         for (lo, _), weight in zip(self.bands, self.band_weights, strict=True):
             # each band padded as the whole kernel is, its outputs then shifted by its first column: no padding or
             # slicing of the input, which litert-torch cannot convert once quantized where the input also feeds
-            # a residual add
-            wide = nn.functional.conv2d(x, weight, None, stride, pad, 1, self.groups)
+            # a residual add; the bias added by the first band
+            wide = nn.functional.conv2d(x, weight, self.bias if out is None else None, stride, pad, 1, self.groups)
             band = wide[:, :, :, lo // stride[1]: lo // stride[1] + out_w]
             out = band if out is None else out + band
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        return out
 
 
 def split_wide_depthwise(model: nn.Module, max_taps: int = FAST_TAPS) -> nn.Module:
@@ -74,7 +80,23 @@ def split_wide_depthwise(model: nn.Module, max_taps: int = FAST_TAPS) -> nn.Modu
     return model
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (in eval mode) with every BatchNorm that follows a convolution in an ``nn.Sequential``
+    folded into that convolution's weights and bias and replaced by an identity; the same function."""
+    model = copy.deepcopy(model).eval()
+    for parent in list(model.modules()):
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        for conv_name, bn_name in itertools.pairwise(names):
+            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                parent._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[bn_name] = nn.Identity()
+    return model
+
+
 def for_xnnpack(model: nn.Module) -> nn.Module:
     """What the XNNPACK exporters (LiteRT, ExecuTorch) convert: a copy of ``model`` on the CPU for inference, its
-    wide depthwise convolutions in bands."""
-    return split_wide_depthwise(model).cpu().eval()
+    BatchNorms folded (``fold_batchnorm``) and its wide depthwise convolutions in bands."""
+    return split_wide_depthwise(fold_batchnorm(model)).cpu().eval()

@@ -10,6 +10,7 @@ from torch import nn
 
 from edgekd.exporters.depthwise_bands import (
     BandedDepthwise,
+    fold_batchnorm,
     for_xnnpack,
     is_wide_depthwise,
     split_wide_depthwise,
@@ -42,6 +43,30 @@ def test_only_wide_depthwise_convolutions_are_rewritten():
     with torch.no_grad():
         assert torch.allclose(split(x), model(x), atol=1e-5)
     assert isinstance(split_wide_depthwise(wide), BandedDepthwise)
+
+
+def _with_running_statistics(model: nn.Module) -> nn.Module:
+    torch.manual_seed(1)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.normal_()
+        bn.bias.data.normal_()
+    return model.eval()
+
+
+def test_batchnorms_after_convolutions_are_folded_into_them_and_no_other():
+    model = _with_running_statistics(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)),
+        nn.BatchNorm2d(8)))  # after a Sequential, not a convolution: kept
+    folded = fold_batchnorm(model)
+    assert [type(m).__name__ for m in folded.modules() if isinstance(m, nn.BatchNorm2d)] == ["BatchNorm2d"]
+    assert isinstance(folded[1], nn.Identity) and isinstance(folded[3][3], nn.Identity) and folded[0].bias is not None
+    assert isinstance(model[1], nn.BatchNorm2d)  # a copy: the model itself keeps its BatchNorms
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5)
 
 
 @pytest.fixture
