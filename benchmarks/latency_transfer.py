@@ -56,7 +56,8 @@ def tflite_file(spec, cache: Path) -> Path:
     from edgekd.core.arch import build
     from edgekd.exporters import get_format
 
-    target = cache / "tflite-bands" / f"{spec.id}.tflite"  # not the conversions from before 7x7 depthwise bands
+    # not the conversions from before 7x7 depthwise bands (tflite/), nor before BatchNorms were folded (tflite-bands/)
+    target = cache / "tflite-bands-folded" / f"{spec.id}.tflite"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
