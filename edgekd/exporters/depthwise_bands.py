@@ -10,7 +10,7 @@ output shifted by the band's first column; the sum is the same convolution up to
 
 What the XNNPACK exporters convert (``for_xnnpack``) also has its BatchNorms folded into the convolutions before
 them: the same function, and no BatchNorm left for torchao's ``convert_pt2e`` to look for conv-BN patterns (that
-search took 20 s of every int8 export, even of a tiny model, wherever one BatchNorm was left, as after bands).
+search took about 18 s of every int8 export, even of a tiny model, wherever one BatchNorm was left, as after bands).
 """
 
 from __future__ import annotations

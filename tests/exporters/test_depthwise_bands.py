@@ -85,6 +85,16 @@ def wide_residual_net():
         return spec, model, x, model(torch.from_numpy(x)).numpy()
 
 
+def test_what_xnnpack_converts_of_a_built_network_has_no_batchnorm_left(wide_residual_net):
+    """Bands included: the BatchNorm after a banded convolution is folded into its bands before the split."""
+    _, model, x, _ = wide_residual_net
+    converted = for_xnnpack(_with_running_statistics(model))
+    assert not [m for m in converted.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert sum(isinstance(m, BandedDepthwise) for m in converted.modules()) == 2
+    with torch.no_grad():
+        assert torch.allclose(converted(torch.from_numpy(x)), model(torch.from_numpy(x)), atol=1e-4)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None,
                     reason="litert-torch is not installed (extra litert)")
 def test_the_tflite_exports_give_litert_only_narrow_depthwise_kernels(tmp_path, wide_residual_net):
