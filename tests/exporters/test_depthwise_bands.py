@@ -45,18 +45,8 @@ def test_only_wide_depthwise_convolutions_are_rewritten():
     assert isinstance(split_wide_depthwise(wide), BandedDepthwise)
 
 
-def _with_running_statistics(model: nn.Module) -> nn.Module:
-    torch.manual_seed(1)
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-        bn.running_mean.normal_()
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.data.normal_()
-        bn.bias.data.normal_()
-    return model.eval()
-
-
-def test_batchnorms_after_convolutions_are_folded_into_them_and_no_other():
-    model = _with_running_statistics(nn.Sequential(
+def test_batchnorms_after_convolutions_are_folded_into_them_and_no_other(trained_like):
+    model = trained_like(nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)),
         nn.BatchNorm2d(8)))  # after a Sequential, not a convolution: kept
@@ -85,10 +75,10 @@ def wide_residual_net():
         return spec, model, x, model(torch.from_numpy(x)).numpy()
 
 
-def test_what_xnnpack_converts_of_a_built_network_has_no_batchnorm_left(wide_residual_net):
+def test_what_xnnpack_converts_of_a_built_network_has_no_batchnorm_left(wide_residual_net, trained_like):
     """Bands included: the BatchNorm after a banded convolution is folded into its bands before the split."""
     _, model, x, _ = wide_residual_net
-    converted = for_xnnpack(_with_running_statistics(model))
+    converted = for_xnnpack(trained_like(model))
     assert not [m for m in converted.modules() if isinstance(m, nn.BatchNorm2d)]
     assert sum(isinstance(m, BandedDepthwise) for m in converted.modules()) == 2
     with torch.no_grad():

@@ -25,17 +25,6 @@ def _one_block_net(block: BlockSpec, in_channels: int = 3) -> ArchSpec:
                     head_channels=16)
 
 
-def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics, as after training, so that eval-mode folding is exercised."""
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 CASES = [
     (variant, kernel, se, stride, residual)
     for variant, kernel, se, (stride, residual) in itertools.product(
@@ -46,10 +35,11 @@ CASES = [
 
 @pytest.mark.parametrize("provider", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("variant, kernel, se, stride, residual", CASES)
-def test_every_op_exports_and_matches_onnx_runtime(tmp_path, variant, kernel, se, stride, residual, provider):
+def test_every_op_exports_and_matches_onnx_runtime(tmp_path, variant, kernel, se, stride, residual, provider,
+                                                   trained_like):
     block = BlockSpec(kernel=kernel, se_ratio=se, stride=stride, residual=residual, out_channels=8, **variant)
     spec = _one_block_net(block)
-    model = _trained_like(build(spec))
+    model = trained_like(build(spec))
     path = export_onnx(model, spec.input_shape, tmp_path / "m.onnx")
     x = torch.randn(7, *spec.input_shape)  # batch 7: the batch axis is dynamic
     with torch.no_grad():
@@ -69,9 +59,9 @@ def test_registered_onnx_exporter_writes_a_checked_model_with_dynamic_batch(tmp_
     assert batch.dim_param and not batch.dim_value
 
 
-def test_export_leaves_the_model_as_it_was(tmp_path):
+def test_export_leaves_the_model_as_it_was(tmp_path, trained_like):
     spec = _one_block_net(BlockSpec(op="mbconv", kernel=3, expand=3, se_ratio=0.25, out_channels=8))
-    model = _trained_like(build(spec)).train()
+    model = trained_like(build(spec)).train()
     frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     export_onnx(model, spec.input_shape, tmp_path / "m.onnx")
@@ -83,9 +73,9 @@ def test_export_leaves_the_model_as_it_was(tmp_path):
         assert (onnx_logits(tmp_path / "m.onnx", x) - model.eval()(x)).abs().max() <= 1e-4
 
 
-def test_dynamo_exporter_agrees_with_torchscript(tmp_path):
+def test_dynamo_exporter_agrees_with_torchscript(tmp_path, trained_like):
     spec = _one_block_net(BlockSpec(op="mbconv", kernel=5, expand=6, se_ratio=0.25, out_channels=8))
-    model = _trained_like(build(spec))
+    model = trained_like(build(spec))
     x = torch.randn(3, *spec.input_shape)
     a = onnx_logits(export_onnx(model, spec.input_shape, tmp_path / "a.onnx", exporter="torchscript"), x)
     b = onnx_logits(export_onnx(model, spec.input_shape, tmp_path / "b.onnx", exporter="dynamo"), x)
